@@ -1,0 +1,150 @@
+"""CIFAR ResNet family of the paper: depth 6n+2, width multiplier k, named layer capture.
+
+He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), section 4.2: a 3x3
+stem, then three stages of n post-activation basic blocks (conv-BN-ReLU-conv-BN, add, ReLU)
+with 16k, 32k and 64k channels, stride 2 at the first block of stages 2 and 3, global average
+pooling and a linear classifier. Nguyen, Raghu & Kornblith (ICLR 2021) vary n (depth) and k
+(width). Where a block changes shape, the shortcut is a 1x1 convolution with BatchNorm
+("option B"). Works for any input channels and image size (digits 1x8x8, CIFAR 3x32x32).
+
+The representations compared by CKA, in order (`CifarResNet.forward_layers`):
+stem output, every residual block's output, pooled features, logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One captured representation: where it sits in the network and its flattened size."""
+
+    layer: int  # position in forward_layers(), 0 = stem
+    layer_name: str  # e.g. "stem", "stage2.block3", "pool", "logits"
+    layer_kind: str  # "stem" | "block" | "pool" | "logits"
+    stage: int  # 0 for the stem, 1..3 for blocks, 4 after the last stage
+    block: int  # index within the stage; 0 for stem, pool and logits
+    dim: int  # flattened features per example (channels x height x width)
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU (post-activation)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:  # projection shortcut where the shape changes
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet of depth 6n+2 and width multiplier k for images of any size."""
+
+    def __init__(
+        self,
+        depth: int,
+        width: int,
+        *,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}")
+        if width < 1:
+            raise ValueError(f"width must be a positive integer, got {width}")
+        self.depth, self.width, self.n_blocks = depth, width, (depth - 2) // 6
+        channels = [16 * width, 32 * width, 64 * width]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(),
+        )
+        stages, c_in = [], channels[0]
+        for s, c_out in enumerate(channels):
+            blocks = []
+            for b in range(self.n_blocks):
+                blocks.append(BasicBlock(c_in, c_out, stride=2 if (s > 0 and b == 0) else 1))
+                c_in = c_out
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.fc = nn.Linear(channels[-1], num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:  # Goyal et al. 2017: each block starts as the identity
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every captured representation for a batch, in `layer_info` order (logits last)."""
+        x = self.stem(x)
+        out = [x]
+        for stage in self.stages:
+            for block in stage:
+                x = block(x)
+                out.append(x)
+        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 64k)
+        out.append(pooled)
+        out.append(self.fc(pooled))  # (B, num_classes)
+        return out
+
+    def layer_info(self, input_shape: tuple[int, int, int]) -> list[LayerInfo]:
+        """Metadata of every captured layer for inputs of shape (channels, height, width)."""
+        with torch.no_grad():
+            was_training = self.training
+            self.eval()
+            probe = torch.zeros(1, *input_shape, device=next(self.parameters()).device)
+            dims = [t[0].numel() for t in self.forward_layers(probe)]
+            self.train(was_training)
+        info = [LayerInfo(0, "stem", "stem", 0, 0, dims[0])]
+        for s in range(3):
+            for b in range(self.n_blocks):
+                i = len(info)
+                info.append(LayerInfo(i, f"stage{s + 1}.block{b}", "block", s + 1, b, dims[i]))
+        info.append(LayerInfo(len(info), "pool", "pool", 4, 0, dims[-2]))
+        info.append(LayerInfo(len(info), "logits", "logits", 4, 0, dims[-1]))
+        return info
+
+
+def cifar_resnet(
+    depth: int,
+    width: int,
+    *,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    zero_init_residual: bool = False,
+) -> CifarResNet:
+    """Build a CIFAR ResNet of depth 6n+2 and width multiplier k (16k/32k/64k channels)."""
+    return CifarResNet(
+        depth,
+        width,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        zero_init_residual=zero_init_residual,
+    )

@@ -1,0 +1,201 @@
+"""The `repsweep` command line.
+
+    repsweep run SPEC          train the grid (Ray Tune), then compare the models
+    repsweep resume SWEEP      finish an interrupted sweep; finished trials are not re-run
+    repsweep status SWEEP      done / running / failed / pending trials, best accuracy
+    repsweep demo              run examples/demo.yaml end to end on the bundled digits
+
+SWEEP is the folder (or URI) a run created: <storage>/<name>, e.g. ./repsweep-results/demo.
+Bad input ends with one line on stderr and exit code 2; nothing is written before the spec
+and the dataset are checked. `--address` joins a running Ray cluster instead of starting one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+DEMO_SPEC = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
+
+log = logging.getLogger("repsweep")
+
+
+# ------------------------------------------------------------------------- progress
+
+class TrialProgress:
+    """A Tune callback that draws one progress bar over the sweep's trials."""
+
+    def __new__(cls, total: int):
+        from ray import tune
+
+        class _Progress(tune.Callback):
+            def __init__(self) -> None:
+                self.total, self.bar, self.failed, self.last = total, None, 0, {}
+
+            def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
+                return {k: v for k, v in self.__dict__.items() if k != "bar"} | {"bar": None}
+
+            def _bar(self):
+                if self.bar is None:
+                    from tqdm import tqdm
+
+                    self.bar = tqdm(total=self.total, unit="trial", desc="training", dynamic_ncols=True)
+                return self.bar
+
+            def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+                epochs = trial.config["trial"]["training"]["epochs"]
+                self.last[trial.trial_id] = f"{trial}: epoch {result.get('epoch')}/{epochs}"
+                running = sum(t.status == "RUNNING" for t in trials)
+                self._bar().set_postfix_str(f"{running} running | {self.last[trial.trial_id]}"
+                                            f" loss {result.get('train_loss', float('nan')):.3f}")
+
+            def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+                self._bar().update(1)
+
+            def on_trial_error(self, iteration, trials, trial, **info) -> None:
+                self.failed += 1
+                self._bar().update(1)
+
+            def on_experiment_end(self, trials, **info) -> None:
+                if self.bar is not None:
+                    self.bar.close()
+
+        return _Progress()
+
+
+# ---------------------------------------------------------------------------- ray
+
+def start_ray(address: str | None) -> None:
+    """Join `address` or start an embedded local Ray, keeping Ray's own logs out of the way."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files per trial
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(include_dashboard=False, **kwargs)
+
+
+# ----------------------------------------------------------------------- commands
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.data import check_dataset
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep import open_sweep
+
+    spec = load_spec(args.spec)
+    check_dataset(spec.dataset)
+    store = open_sweep(spec)
+    return _train_and_report(spec, store, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.data import check_dataset
+    from orchestrator.sweep import load_sweep
+
+    spec, store = load_sweep(args.sweep)
+    check_dataset(spec.dataset)
+    return _train_and_report(spec, store, args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.spec = str(DEMO_SPEC)
+    return cmd_run(args)
+
+
+def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
+    from orchestrator.grid import expand_grid
+    from orchestrator.sweep import train, trial_status
+
+    start_ray(args.address)
+    t0 = time.perf_counter()
+    n = len(expand_grid(spec))
+    print(f"sweep '{spec.name}': {n} trials -> {store.uri}")
+    counts = train(spec, store, progress=TrialProgress(n))
+    print(f"training: {_counts(counts)} in {time.perf_counter() - t0:.0f} s")
+    status = trial_status(spec, store)
+    for _, r in status[status["status"] == "failed"].iterrows():
+        print(f"  failed {r['trial_id']}: {r['error']}")
+    print(f"tables: {store.uri_of('tables')}  (trials, predictions, layers, train_subset)")
+    print(f"next:   repsweep status {store.uri}")
+    return 0 if counts.get("done", 0) + counts.get("failed", 0) == n else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from orchestrator.sweep import load_sweep, trial_status
+
+    spec, store = load_sweep(args.sweep)
+    st = trial_status(spec, store)
+    print(f"sweep '{spec.name}' at {store.uri}: {_counts(st['status'].value_counts().to_dict())}")
+    done = st[st["status"] == "done"]
+    if len(done):
+        best = done.loc[done["test_acc"].idxmax()]
+        print(f"best test accuracy {best['test_acc']:.4f} ({best['trial_id']})")
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        cols = ["trial_id", "status", "epochs_done", "test_acc", "wall_time_s"]
+        print(st[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def _counts(counts: dict[str, int]) -> str:
+    order = ["done", "running", "failed", "pending"]
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in order if counts.get(k, 0)) or "no trials"
+
+
+# --------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repsweep", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    addr = dict(default=None, help="Ray cluster address (default: start Ray locally)")
+    s = sub.add_parser("run", help="train (and compare) the sweep a YAML spec describes")
+    s.add_argument("spec")
+    s.add_argument("--address", **addr)
+    s.set_defaults(func=cmd_run)
+    s = sub.add_parser("resume", help="finish an interrupted sweep")
+    s.add_argument("sweep")
+    s.add_argument("--address", **addr)
+    s.set_defaults(func=cmd_resume)
+    s = sub.add_parser("status", help="trial states and best accuracy of a sweep")
+    s.add_argument("sweep")
+    s.set_defaults(func=cmd_status)
+    s = sub.add_parser("demo", help="run examples/demo.yaml end to end (digits, local Ray)")
+    s.add_argument("--address", **addr)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.tables import TableError
+    from orchestrator.spec import SpecError
+    from orchestrator.train import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (SpecError, TableError) as e:
+        print(f"repsweep: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except CheckpointError as e:
+        print(f"repsweep: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nrepsweep: interrupted; finish with 'repsweep resume <sweep>'", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The sweep spec: typed dataclasses, one per concern, validated on load from YAML.
+
+Every wrong field raises `SpecError` with one line naming the field, the value received and
+what is allowed; unknown keys list the valid ones. Nothing is written before validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+PAIR_KINDS = ("within", "cross_seed", "cross_arch", "all")
+
+
+class SpecError(ValueError):
+    """A sweep spec or a command's input is wrong; the message names the field and the fix."""
+
+
+def _fail(name: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise SpecError(f"spec field '{name}': got {value!r}, expected {allowed}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which data to train on and where it lies."""
+
+    name: str = "digits"  # digits (bundled) | cifar10 | cifar100 | imagefolder
+    root: str | None = None  # folder holding the files; required for all but digits
+    image_size: int = 32  # imagefolder only: images are resized to this many pixels square
+    augment: bool = True  # random crop (padding = size/8) and, except digits, horizontal flip
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASETS:
+            _fail("dataset.name", self.name, f"one of {', '.join(DATASETS)}")
+        if self.name != "digits" and not self.root:
+            _fail("dataset.root", self.root, f"the folder holding the {self.name} files")
+        if self.image_size < 4:
+            _fail("dataset.image_size", self.image_size, "an integer >= 4 (pixels)")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The axes of the sweep; each holds one value or a list. Trials = their product."""
+
+    depth: list[int] = field(default_factory=lambda: [20])  # 6n+2: 8, 14, 20, 26, ...
+    width: list[int] = field(default_factory=lambda: [1])  # multiplier k: 16k/32k/64k channels
+    data_fraction: list[float] = field(default_factory=lambda: [1.0])  # of the training set
+    seed: list[int] = field(default_factory=lambda: [0])  # init, data order, subset
+
+    def __post_init__(self) -> None:
+        for name in AXES:
+            values = getattr(self, name)
+            if not values:
+                _fail(f"grid.{name}", values, "at least one value")
+            if len(set(values)) != len(values):
+                _fail(f"grid.{name}", values, "distinct values")
+        for d in self.depth:
+            if d < 8 or (d - 2) % 6:
+                _fail("grid.depth", d, "6n+2 with n >= 1 (8, 14, 20, 26, 32, 38, 44, 56, 110, ...)")
+        for w in self.width:
+            if w < 1:
+                _fail("grid.width", w, "a positive integer width multiplier")
+        for f in self.data_fraction:
+            if not 0 < f <= 1:
+                _fail("grid.data_fraction", f, "a fraction in (0, 1]")
+        for s in self.seed:
+            if s < 0:
+                _fail("grid.seed", s, "a non-negative integer")
+
+
+AXES = tuple(f.name for f in dataclasses.fields(GridSpec))
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """SGD with momentum, linear warm-up then cosine decay to zero, stepped per batch."""
+
+    epochs: int = 40  # passes over the (fraction of the) training set; the last epoch is the model
+    batch_size: int = 128  # examples per SGD step
+    lr: float = 0.1  # peak learning rate, reached after warm-up
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # L2 on all parameters
+    warmup_epochs: float = 5.0  # linear warm-up; without it a deep, wide digits run diverged
+    zero_init_residual: bool = False  # last BN of each block starts at gamma = 0 (a control)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            _fail("training.epochs", self.epochs, "an integer >= 1")
+        if self.batch_size < 2:
+            _fail("training.batch_size", self.batch_size, "an integer >= 2")
+        if not self.lr > 0:
+            _fail("training.lr", self.lr, "a positive number")
+        if not 0 <= self.momentum < 1:
+            _fail("training.momentum", self.momentum, "a number in [0, 1)")
+        if self.weight_decay < 0:
+            _fail("training.weight_decay", self.weight_decay, "a number >= 0")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            _fail("training.warmup_epochs", self.warmup_epochs, f"a number in [0, epochs={self.epochs}]")
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """What one trial asks Ray for; fractional GPUs pack several trials on one device."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.cpu > 0:
+            _fail("resources.cpu", self.cpu, "a positive number of CPUs")
+        if self.gpu < 0 or (self.gpu > 1 and self.gpu != int(self.gpu)):
+            _fail("resources.gpu", self.gpu, "0, a fraction in (0, 1], or a whole number of GPUs")
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """Which model pairs the comparison stage computes, and on what probe stream."""
+
+    pairs: list[str] = field(default_factory=lambda: ["within", "cross_seed", "cross_arch"])
+    probe_examples: int = 0  # test examples streamed through the models; 0 = the whole test set
+    batch_size: int = 256  # minibatch n of the CKA estimator
+    passes: int = 10  # shuffled passes over the probe set (the paper uses 10)
+    group_size: int = 0  # models per tile side; 0 = chosen from memory
+    gpu: float = 0.0  # GPUs per comparison actor (fractions allowed)
+    cpu: float = 1.0  # CPUs per comparison actor
+
+    def __post_init__(self) -> None:
+        for p in self.pairs:
+            if p not in PAIR_KINDS:
+                _fail("compare.pairs", p, f"a list of {', '.join(PAIR_KINDS)}")
+        if self.probe_examples < 0:
+            _fail("compare.probe_examples", self.probe_examples, "an integer >= 0 (0 = all)")
+        if self.batch_size < 4:
+            _fail("compare.batch_size", self.batch_size, "an integer >= 4 (the estimator needs n >= 4)")
+        if self.passes < 1:
+            _fail("compare.passes", self.passes, "an integer >= 1")
+        if self.group_size < 0:
+            _fail("compare.group_size", self.group_size, "an integer >= 0 (0 = automatic)")
+        if self.gpu < 0 or not self.cpu > 0:
+            _fail("compare.gpu" if self.gpu < 0 else "compare.cpu", (self.gpu, self.cpu), "gpu >= 0, cpu > 0")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A whole sweep: what to train, on what, with what, and where results go."""
+
+    name: str
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    grid: GridSpec = field(default_factory=GridSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    compare: CompareSpec = field(default_factory=CompareSpec)
+    storage: str = "./repsweep-results"  # local folder or URI (s3://, gs://, file://)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name):
+            _fail("name", self.name, "1-64 letters, digits, '_', '.' or '-', starting alphanumeric")
+        if not self.storage:
+            _fail("storage", self.storage, "a folder path or a URI such as s3://bucket/prefix")
+
+    @property
+    def sweep_uri(self) -> str:
+        """Where this sweep's results live: <storage>/<name>."""
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------- loading
+
+def _convert(tp: Any, value: Any, name: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where YAML is loose."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, name)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        values = value if isinstance(value, list) else [value]  # an axis may hold one value
+        return [_convert(item, v, name) for v in values]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            _fail(name, value, "a mapping of " + ", ".join(f.name for f in dataclasses.fields(tp)))
+        return _build(tp, value, name + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(name, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(name, value, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(name, value, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(name, value, "a string")
+        return value
+    raise AssertionError(f"unhandled annotation {tp} for {name}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in valid:
+            raise SpecError(f"spec field '{prefix}{key}': unknown; valid fields are {', '.join(valid)}")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    for key in required:
+        if key not in data:
+            raise SpecError(f"spec field '{prefix}{key}': missing; it is required")
+    kwargs = {k: _convert(hints[k], v, prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a wrongly typed value slipped past a numeric comparison
+        raise SpecError(f"spec section '{prefix.rstrip('.') or 'top level'}': {e}") from e
+
+
+def spec_from_dict(data: Any) -> SweepSpec:
+    """Validate a parsed YAML document and build the spec."""
+    if not isinstance(data, dict):
+        raise SpecError(f"spec: expected a mapping with fields name, dataset, grid, ...; got {type(data).__name__}")
+    return _build(SweepSpec, data)
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec from a YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file '{p}' not found; pass the path of a YAML sweep spec (see examples/)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"spec file '{p}': not valid YAML{where}: {getattr(e, 'problem', e)}") from e
+    return spec_from_dict(data)

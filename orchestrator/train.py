@@ -1,0 +1,145 @@
+"""Training one model: SGD with momentum, warm-up then cosine, device-resident data.
+
+Plain PyTorch, no Ray: the Tune trainable (`orchestrator.trainable`) and the benchmarks both
+call these functions. The final epoch is the model; the test set is only read at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import CifarResNet, cifar_resnet
+from orchestrator.data import Dataset, augment
+from orchestrator.grid import TrialConfig
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class CheckpointError(RuntimeError):
+    """A saved model cannot be read; the message names the file and how to recover."""
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build(trial: TrialConfig, data: Dataset, n_train: int, device: torch.device
+          ) -> tuple[CifarResNet, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Model, optimizer and per-step schedule for a trial, seeded by the trial's seed."""
+    torch.manual_seed(trial.seed)
+    model = cifar_resnet(trial.depth, trial.width, in_channels=data.input_shape[0],
+                         num_classes=data.num_classes,
+                         zero_init_residual=trial.training.zero_init_residual).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    t = trial.training
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
+                          weight_decay=t.weight_decay, nesterov=False)
+    steps_per_epoch = math.ceil(n_train / t.batch_size)
+    warm = t.warmup_epochs * steps_per_epoch  # steps
+    total = t.epochs * steps_per_epoch  # steps
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then cosine to zero (Loshchilov & Hutter 2017)
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1.0, total - warm)))
+
+    return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
+                data: Dataset, train_idx: torch.Tensor, *, trial: TrialConfig, epoch: int,
+                augment_data: bool) -> tuple[float, float]:
+    """One pass over the training subset; returns (mean loss, accuracy). Raises Diverged."""
+    device = data.x_train.device
+    gen = torch.Generator().manual_seed(trial.seed * 1_000_003 + epoch)  # resumable: per-epoch stream
+    order = train_idx[torch.randperm(len(train_idx), generator=gen).to(train_idx.device)]
+    pad = data.input_shape[1] // 8  # 4 px for 32x32 CIFAR, 1 px for 8x8 digits
+    bs = trial.training.batch_size
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(order), bs):
+        idx = order[start:start + bs]
+        x, y = data.x_train[idx], data.y_train[idx]
+        if augment_data:
+            x = augment(x, pad=pad, flip=data.flip, generator=gen)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+    mean_loss = loss_sum.item() / len(order)
+    if not math.isfinite(mean_loss):
+        raise Diverged(f"training loss became {mean_loss} in epoch {epoch + 1}; "
+                       "lower training.lr or raise training.warmup_epochs")
+    return mean_loss, correct.item() / len(order)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024
+            ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean cross-entropy, predicted class and confidence (max softmax) for every example."""
+    model.eval()
+    device = x.device
+    losses, preds, confs = [], [], []
+    for s in range(0, len(x), batch):
+        xb = x[s:s + batch]
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = model(xb).float()
+        losses.append(F.cross_entropy(logits, y[s:s + batch], reduction="sum"))
+        p = logits.softmax(1)
+        conf, pred = p.max(1)
+        preds.append(pred)
+        confs.append(conf)
+    loss = torch.stack(losses).sum().item() / len(x)
+    return loss, torch.cat(preds).cpu().numpy(), torch.cat(confs).cpu().numpy()
+
+
+# ----------------------------------------------------------------------- model files
+
+def model_bytes(model: CifarResNet, trial: TrialConfig, data: Dataset) -> bytes:
+    """A final model as bytes: tensors and plain values only, loadable with weights_only=True."""
+    buf = io.BytesIO()
+    torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "trial": trial.to_dict(), "num_classes": data.num_classes,
+                "input_shape": list(data.input_shape)}, buf)
+    return buf.getvalue()
+
+
+def model_from_bytes(blob: bytes, where: str) -> tuple[CifarResNet, dict]:
+    """Rebuild a saved model; `where` (its URI) goes into the error if the file is damaged."""
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        trial = TrialConfig.from_dict(state["trial"])
+        model = cifar_resnet(trial.depth, trial.width, in_channels=state["input_shape"][0],
+                             num_classes=state["num_classes"],
+                             zero_init_residual=trial.training.zero_init_residual)
+        model.load_state_dict(state["state_dict"])
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(
+            f"checkpoint '{where}' is corrupt or not a repsweep model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); delete it and run "
+            f"'repsweep resume <sweep>' to retrain that trial") from e
+    return model.eval(), state
