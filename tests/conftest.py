@@ -1,0 +1,98 @@
+"""Shared fixtures: an isolated local Ray, tiny sweep specs, CIFAR-format files on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+
+def kill_ray_processes(temp_dir: str) -> None:
+    """End every process whose command line names `temp_dir` (never `ray stop`)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if temp_dir in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the in-process tests: 2 CPUs, its own temp dir, stopped by pid."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")  # short: Ray's socket paths
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
+             logging_level=logging.ERROR, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    kill_ray_processes(temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def write_spec(path: Path, **fields) -> Path:
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path):
+    """Write a spec for a tiny digits sweep (depth 8, few epochs) into tmp_path."""
+
+    def make(name: str = "tiny", **overrides) -> Path:
+        fields = {"name": name, "dataset": {"name": "digits"},
+                  "grid": {"depth": [8], "width": [1], "data_fraction": [1.0, 0.5], "seed": [0]},
+                  "training": {"epochs": 2, "warmup_epochs": 1},
+                  "storage": str(tmp_path / "results")}
+        for k, v in overrides.items():
+            fields[k] = {**fields[k], **v} if isinstance(v, dict) and isinstance(fields.get(k), dict) else v
+        return write_spec(tmp_path / "spec.yaml", **fields)
+
+    return make
+
+
+def write_cifar(root: Path, *, n_train_per_batch: int = 20, n_test: int = 30, classes: int = 10,
+                hundred: bool = False, seed: int = 0) -> Path:
+    """Write tiny CIFAR-10 (or -100) files in torchvision's on-disk pickle format under root."""
+    rng = np.random.default_rng(seed)
+    folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
+    folder.mkdir(parents=True, exist_ok=True)
+    label_key = "fine_labels" if hundred else "labels"
+
+    def dump(name: str, n: int) -> None:
+        entry = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+                 label_key: [int(i % classes) for i in range(n)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+
+    if hundred:
+        dump("train", 5 * n_train_per_batch)
+        dump("test", n_test)
+        meta = {"fine_label_names": [f"c{i}" for i in range(classes)]}
+        meta_name = "meta"
+    else:
+        for i in range(1, 6):
+            dump(f"data_batch_{i}", n_train_per_batch)
+        dump("test_batch", n_test)
+        meta = {"label_names": [f"c{i}" for i in range(classes)]}
+        meta_name = "batches.meta"
+    with open(folder / meta_name, "wb") as f:
+        pickle.dump(meta, f)
+    return root

@@ -1,0 +1,111 @@
+"""The training stage on a real local Ray: tables, idempotent re-runs, NaN trials, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.tables import SweepStore
+from orchestrator.cli import main
+from orchestrator.grid import expand_grid
+from orchestrator.spec import load_spec
+from tests.conftest import kill_ray_processes
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _tables(sweep: Path) -> dict:
+    store = SweepStore(str(sweep))
+    return {t: store.read_table(t) for t in ("trials", "predictions", "layers", "train_subset")}
+
+
+def test_tiny_grid_trains_on_tune_and_writes_three_tables(ray_local, tiny_spec, tmp_path, capsys):
+    path = tiny_spec()
+    assert main(["run", str(path)]) == 0
+    sweep = tmp_path / "results" / "tiny"
+    t = _tables(sweep)
+    ids = {tr.trial_id for tr in expand_grid(load_spec(path))}
+    assert set(t["trials"]["trial_id"]) == ids and (t["trials"]["status"] == "done").all()
+    assert len(t["predictions"]) == 2 * 360 and t["predictions"].groupby("trial_id").size().eq(360).all()
+    assert (t["predictions"]["correct"] == (t["predictions"]["label"] == t["predictions"]["prediction"])).all()
+    assert len(t["layers"]) == 2 * 6  # depth 8: stem, 3 blocks, pool, logits
+    assert sorted(t["train_subset"].groupby("trial_id").size().tolist()) == [718, 1437]
+    row = t["trials"].set_index("trial_id").loc[next(iter(ids))]
+    assert row["params"] == 77_754 and row["epochs_done"] == 2 and row["test_acc"] > 0.1
+    assert Path(row["checkpoint_uri"]).is_file()
+    # a second run trains nothing and adds no rows
+    before = {k: len(v) for k, v in t.items()}
+    mtimes = {p: p.stat().st_mtime_ns for p in (sweep / "tables").rglob("*.parquet")}
+    assert main(["run", str(path)]) == 0
+    assert {k: len(v) for k, v in _tables(sweep).items()} == before
+    assert {p: p.stat().st_mtime_ns for p in (sweep / "tables").rglob("*.parquet")} == mtimes
+    assert main(["status", str(sweep)]) == 0
+    assert "2 done" in capsys.readouterr().out
+
+
+def test_nan_diverging_trial_is_recorded_failed_while_the_other_finishes(ray_local, tiny_spec, tmp_path):
+    # lr 200 without warm-up: the 8x2 model's loss reaches NaN in epoch 2, the 8x1 model's does not
+    path = tiny_spec(grid={"depth": [8], "width": [1, 2], "data_fraction": [1.0]},
+                     training={"epochs": 2, "warmup_epochs": 0, "lr": 200.0})
+    assert main(["run", str(path)]) == 0
+    trials = _tables(tmp_path / "results" / "tiny")["trials"].set_index("width")
+    assert trials.loc[1, "status"] == "done"
+    assert trials.loc[2, "status"] == "failed"
+    assert trials.loc[2, "error"].startswith("diverged: training loss became nan in epoch 2")
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path):
+    # one long trial (depth 20, 30 epochs) and two short ones; kill -9 the driver as soon as a
+    # short one is done, while the long one is mid-way
+    path = tiny_spec(grid={"depth": [8, 20], "width": [1], "data_fraction": [1.0]},
+                     training={"epochs": 30, "warmup_epochs": 1})
+    spec = load_spec(path)
+    sweep = tmp_path / "results" / "tiny"
+    ray_tmp = tempfile.mkdtemp(prefix="rs-kill-", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    cmd = [sys.executable, "-m", "orchestrator.cli"]
+    proc = subprocess.Popen([*cmd, "run", str(path)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = SweepStore(str(sweep))
+    try:
+        deadline = time.time() + 200
+        while time.time() < deadline:
+            trials = store.read_table("trials") if store.exists("tables", "trials") else None
+            if trials is not None and (trials["status"] == "done").any():
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished within 200 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kill_ray_processes(ray_tmp)
+    done_before = store.read_table("trials").query("status == 'done'")
+    assert len(done_before) == 1, "the long trial finished before the kill; lengthen it"
+    finished = sweep / "tables" / "trials" / f"{done_before['trial_id'].iloc[0]}.parquet"
+    mtime = finished.stat().st_mtime_ns
+
+    try:
+        out = subprocess.run([*cmd, "resume", str(sweep)], env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        kill_ray_processes(ray_tmp)
+    assert out.returncode == 0, out.stderr[-2000:]
+    t = _tables(sweep)
+    assert len(t["trials"]) == 2 and (t["trials"]["status"] == "done").all()
+    assert len(t["predictions"]) == 2 * 360 and not t["predictions"].duplicated(["trial_id", "example"]).any()
+    assert finished.stat().st_mtime_ns == mtime  # the finished trial was not re-run
+    # the long trial went on from a saved epoch: its new experiment's checkpoints start past 0
+    long_id = next(tr.trial_id for tr in expand_grid(spec) if tr.depth == 20)
+    runs = sorted((sweep / "tune").iterdir())
+    assert len(runs) == 2
+    ckpts = sorted((runs[1] / long_id).glob("checkpoint_*"))
+    import json
+    meta = json.loads((ckpts[-1] / "meta.json").read_text())
+    assert meta["epoch"] == 29 and int(ckpts[-1].name.split("_")[1]) < 29
