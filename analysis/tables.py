@@ -158,6 +158,9 @@ class SweepStore:
     def has_part(self, table: str, key: str) -> bool:
         return self.exists("tables", table, f"{key}.parquet")
 
+    def delete_part(self, table: str, key: str) -> None:
+        self.fs.delete_file(self.path("tables", table, f"{key}.parquet"))
+
     def part_keys(self, table: str) -> list[str]:
         return [n[: -len(".parquet")] for n in self.list_files("tables", table) if n.endswith(".parquet")]
 

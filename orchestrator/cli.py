@@ -2,6 +2,7 @@
 
     repsweep run SPEC          train the grid (Ray Tune), then compare the models
     repsweep resume SWEEP      finish an interrupted sweep; finished trials are not re-run
+    repsweep compare SWEEP     run (or finish) the comparison stage on its own
     repsweep status SWEEP      done / running / failed / pending trials, best accuracy
     repsweep demo              run examples/demo.yaml end to end on the bundled digits
 
@@ -126,9 +127,41 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
     status = trial_status(spec, store)
     for _, r in status[status["status"] == "failed"].iterrows():
         print(f"  failed {r['trial_id']}: {r['error']}")
-    print(f"tables: {store.uri_of('tables')}  (trials, predictions, layers, train_subset)")
+    if counts.get("done", 0) + counts.get("failed", 0) < n:
+        print(f"training did not finish; continue with: repsweep resume {store.uri}")
+        return 1
+    rc = _compare(spec, store)
+    print(f"tables: {store.uri_of('tables')}")
     print(f"next:   repsweep status {store.uri}")
-    return 0 if counts.get("done", 0) + counts.get("failed", 0) == n else 1
+    return rc
+
+
+def _tile_progress(plan: Any, todo: int) -> Any:
+    from tqdm import tqdm
+
+    print(f"comparison: {len(plan.pairs)} model pairs, {plan.n_layer_pairs} layer pairs, "
+          f"{len(plan.tiles)} tiles ({todo} to run)")
+    return tqdm(total=todo, unit="tile", desc="comparing", dynamic_ncols=True)
+
+
+def _compare(spec: Any, store: Any) -> int:
+    from orchestrator.compare import compare
+
+    t0 = time.perf_counter()
+    out = compare(spec, store, progress=_tile_progress)
+    for key, err in out["failed"].items():
+        print(f"  failed tile {key}: {err}")
+    print(f"comparison: {len(out['plan'].tiles) - len(out['failed'])} of {len(out['plan'].tiles)} "
+          f"tiles done in {time.perf_counter() - t0:.0f} s")
+    return 1 if out["failed"] else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import load_sweep
+
+    spec, store = load_sweep(args.sweep)
+    start_ray(args.address)
+    return _compare(spec, store)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -168,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sweep")
     s.add_argument("--address", **addr)
     s.set_defaults(func=cmd_resume)
+    s = sub.add_parser("compare", help="run (or finish) the comparison stage of a sweep")
+    s.add_argument("sweep")
+    s.add_argument("--address", **addr)
+    s.set_defaults(func=cmd_compare)
     s = sub.add_parser("status", help="trial states and best accuracy of a sweep")
     s.add_argument("sweep")
     s.set_defaults(func=cmd_status)

@@ -8,6 +8,7 @@ import pickle
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,35 +17,86 @@ import yaml
 
 
 def kill_ray_processes(temp_dir: str) -> None:
-    """End every process whose command line names `temp_dir` (never `ray stop`)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmd:
+    """End every process whose command line or environment names `temp_dir` (never `ray stop`).
+
+    Ray's workers rename themselves (ray::TileWorker...), but inherit RAY_TMPDIR.
+    """
+    for _ in range(3):  # a dying raylet may still start a worker: sweep until none is left
+        found = False
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
             try:
-                os.kill(int(pid), signal.SIGKILL)
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
             except OSError:
-                pass
+                continue
+            if temp_dir.encode() in cmd:
+                found = True
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for the in-process tests: 2 CPUs, its own temp dir, stopped by pid."""
+def ray_temp_dir():
+    """Temp dir of the tests' local Ray; at the end Ray is stopped and its processes ended by pid."""
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")  # short: Ray's socket paths
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             logging_level=logging.ERROR, log_to_driver=False)
-    yield ray
+    yield temp_dir
     ray.shutdown()
     kill_ray_processes(temp_dir)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def ensure_ray(temp_dir: str):
+    """Connect to the tests' local Ray (2 CPUs, own temp dir), starting it if needed."""
+    import ray
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
+                 logging_level=logging.ERROR, log_to_driver=False)
+    return ray
+
+
+@pytest.fixture
+def ray_local(ray_temp_dir):
+    """A local Ray for in-process tests (a test may shut it down; the next one restarts it)."""
+    return ensure_ray(ray_temp_dir)
+
+
+SMALL_SWEEP = {
+    "name": "small", "dataset": {"name": "digits"},
+    "grid": {"depth": [8, 14], "width": [1], "data_fraction": [1.0], "seed": [0, 1]},
+    "training": {"epochs": 3, "warmup_epochs": 1},
+    "compare": {"passes": 2, "group_size": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def small_sweep(ray_temp_dir, tmp_path_factory) -> Path:
+    """A real trained and compared sweep of 4 digits models (2 depths x 2 seeds), built once.
+
+    Tests that change it must work on a copy (`copy_sweep`).
+    """
+    from orchestrator.cli import main
+
+    ensure_ray(ray_temp_dir)
+    root = tmp_path_factory.mktemp("small")
+    spec = write_spec(root / "spec.yaml", **SMALL_SWEEP, storage=str(root / "results"))
+    assert main(["run", str(spec)]) == 0
+    return root / "results" / "small"
+
+
+def copy_sweep(sweep: Path, dest: Path) -> Path:
+    shutil.copytree(sweep, dest / sweep.name, ignore=shutil.ignore_patterns("tune"))
+    return dest / sweep.name
 
 
 def write_spec(path: Path, **fields) -> Path:

@@ -1,0 +1,170 @@
+"""The comparison stage: planned pairs and rows, idempotent tiles, kills, failures, two nodes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.tables import SweepStore
+from orchestrator.cli import main
+from orchestrator.compare import plan_comparison, run_tile, select_pairs
+from orchestrator.sweep import load_sweep
+from tests.conftest import copy_sweep, kill_ray_processes
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _set_compare(sweep: Path, **fields) -> None:
+    """Change the compare section of a copied sweep's spec (e.g. smaller tiles)."""
+    spec = yaml.safe_load((sweep / "spec.yaml").read_text())
+    spec["compare"].update(fields)
+    (sweep / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def _drop_comparison(sweep: Path) -> None:
+    for table in ("cka", "pca", "tiles", "disagreement", "class_accuracy"):
+        for p in (sweep / "tables" / table).glob("*.parquet"):
+            p.unlink()
+
+
+def _mtimes(sweep: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (sweep / "tables").rglob("*.parquet")}
+
+
+def test_pair_selection_by_kind(small_sweep):
+    trials = SweepStore(str(small_sweep)).read_table("trials")
+    count = lambda kinds: pd.Series([p.kind for p in select_pairs(trials, kinds)]).value_counts().to_dict()  # noqa: E731
+    assert count(["within", "cross_seed", "cross_arch"]) == {"within": 4, "cross_seed": 2, "cross_arch": 2}
+    assert count(["cross_seed"]) == {"cross_seed": 2}
+    assert sum(count(["all"]).values()) == 4 + 6  # every model with itself, every unordered pair
+
+
+def test_cka_table_holds_exactly_the_planned_rows(small_sweep):
+    spec, store = load_sweep(str(small_sweep))
+    plan = plan_comparison(spec, store)
+    cka, layers = store.read_table("cka"), store.read_table("layers").groupby("trial_id").size()
+    assert len(cka) == plan.n_layer_pairs == 2 * 6 ** 2 + 2 * 9 ** 2 + 6 * 6 + 9 * 9 + 2 * 6 * 9  # within, cross_seed, cross_arch
+    assert not cka.duplicated(["trial_a", "layer_a", "trial_b", "layer_b"]).any()
+    for tid, n in layers.items():  # within-model: the full L x L matrix, symmetric, ones on the diagonal
+        w = cka[(cka.trial_a == tid) & (cka.trial_b == tid)].pivot(index="layer_a", columns="layer_b", values="cka")
+        assert w.shape == (n, n)
+        assert np.allclose(np.diag(w), 1) and np.allclose(w, w.T)
+    assert ((cka.cka > -0.1) & (cka.cka < 1 + 1e-9)).all() and (cka.n_batches == 4).all()  # 2 passes of 256 + 104
+    pca = store.read_table("pca")
+    assert len(pca) == layers.sum() and pca.pc1_fraction.between(0, 1).all()
+    dis = store.read_table("disagreement")
+    assert sorted(dis.pair_kind) == ["cross_arch", "cross_arch", "cross_seed", "cross_seed"]
+    both_right = dis.agreement - dis.both_wrong  # agreeing and right (two wrong answers may differ)
+    assert (both_right + dis.only_a_wrong + dis.only_b_wrong + dis.both_wrong <= 1 + 1e-12).all()
+    assert len(store.read_table("class_accuracy")) == 4 * 10
+    assert (store.read_table("tiles").status == "done").all()
+
+
+def test_second_compare_changes_nothing(small_sweep, tmp_path, ray_local):
+    sweep = copy_sweep(small_sweep, tmp_path)
+    before = _mtimes(sweep)
+    assert main(["compare", str(sweep)]) == 0
+    assert {p: t for p, t in _mtimes(sweep).items() if "disagreement" not in str(p)
+            and "class_accuracy" not in str(p)} == {p: t for p, t in before.items()
+                                                  if "disagreement" not in str(p) and "class_accuracy" not in str(p)}
+    assert set(_mtimes(sweep)) == set(before)  # no part added or removed
+    assert SweepStore(str(sweep)).read_table("cka").equals(SweepStore(str(small_sweep)).read_table("cka"))
+
+
+def test_comparison_killed_halfway_finishes_with_no_duplicated_or_missing_rows(small_sweep, tmp_path):
+    sweep = copy_sweep(small_sweep, tmp_path)
+    _drop_comparison(sweep)
+    _set_compare(sweep, group_size=1, passes=4)  # 4 diagonal + 4 cross tiles
+    spec, store = load_sweep(str(sweep))
+    plan = plan_comparison(spec, store)
+    assert len(plan.tiles) == 8
+    ray_tmp = tempfile.mkdtemp(prefix="rs-cmp-", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    cmd = [sys.executable, "-m", "orchestrator.cli", "compare", str(sweep)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(store.part_keys("cka")) < 2:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kill_ray_processes(ray_tmp)
+    done_before = store.part_keys("cka")
+    assert 2 <= len(done_before) < 8, f"{len(done_before)} tiles finished before the kill"
+    kept = {k: (sweep / "tables" / "cka" / f"{k}.parquet").stat().st_mtime_ns for k in done_before}
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        kill_ray_processes(ray_tmp)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"8 tiles ({8 - len(done_before)} to run)" in out.stdout
+    cka = store.read_table("cka")
+    assert len(cka) == plan.n_layer_pairs
+    assert not cka.duplicated(["trial_a", "layer_a", "trial_b", "layer_b"]).any()
+    assert {k: (sweep / "tables" / "cka" / f"{k}.parquet").stat().st_mtime_ns for k in done_before} == kept
+    assert sorted(store.part_keys("tiles")) == sorted(t.key for t in plan.tiles)
+
+
+def test_failed_tile_is_retried_then_recorded_while_the_rest_finish(small_sweep, tmp_path, ray_local, capsys):
+    sweep = copy_sweep(small_sweep, tmp_path)
+    _drop_comparison(sweep)
+    _set_compare(sweep, group_size=1, passes=1)
+    spec, store = load_sweep(str(sweep))
+    broken = sorted(store.read_table("trials").trial_id)[0]
+    (sweep / "checkpoints" / f"{broken}.pt").write_bytes(b"truncated")
+    assert main(["compare", str(sweep)]) == 1
+    tiles = store.read_table("tiles")
+    failed = tiles[tiles.status == "failed"]
+    has_broken = tiles.trials_a.apply(lambda t: broken in t) | tiles.trials_b.apply(lambda t: broken in t)
+    assert set(failed.tile) == set(tiles[has_broken].tile) and len(failed) >= 2
+    assert failed.error.str.contains(f"checkpoint '.*{broken}.pt' is corrupt", regex=True).all()
+    assert (tiles[~has_broken].status == "done").all()
+    assert f"failed tile {failed.tile.iloc[0]}" in capsys.readouterr().out
+
+
+def test_tiles_spread_over_two_nodes_and_match_a_single_process(small_sweep, tmp_path, ray_temp_dir):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    sweep = copy_sweep(small_sweep, tmp_path)
+    _drop_comparison(sweep)
+    _set_compare(sweep, group_size=1, passes=2)
+    ray.shutdown()
+    cluster_tmp = tempfile.mkdtemp(prefix="rs-2n-", dir="/tmp")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": cluster_tmp,
+                                                            "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        assert main(["compare", str(sweep)]) == 0
+        tiles = SweepStore(str(sweep)).read_table("tiles")
+        assert tiles.node.nunique() == 2  # each node's actor ran tiles
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        kill_ray_processes(cluster_tmp)
+
+    single = copy_sweep(small_sweep, tmp_path / "single")
+    _drop_comparison(single)
+    _set_compare(single, group_size=1, passes=2)
+    spec, store = load_sweep(str(single))
+    for tile in plan_comparison(spec, store).tiles:  # in this process, no Ray
+        run_tile(tile, store.uri, spec.compare, spec.dataset)
+    key = ["trial_a", "layer_a", "trial_b", "layer_b"]
+    a = SweepStore(str(sweep)).read_table("cka").sort_values(key).reset_index(drop=True)
+    b = store.read_table("cka").sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    assert np.allclose(a.cka, b.cka, rtol=0, atol=1e-10, equal_nan=True)
