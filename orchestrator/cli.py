@@ -5,6 +5,10 @@
     repsweep compare SWEEP     run (or finish) the comparison stage on its own
     repsweep status SWEEP      done / running / failed / pending trials, best accuracy
     repsweep demo              run examples/demo.yaml end to end on the bundled digits
+    repsweep tables SWEEP      the sweep's tables: columns, types, row counts
+    repsweep query SWEEP SQL   run SQL over the tables (DuckDB; every table is a view)
+    repsweep plot SWEEP KIND --out FILE   one chart as HTML, PNG or SVG
+    repsweep report SWEEP      write <sweep>/report.html: summary and every chart, offline
 
 SWEEP is the folder (or URI) a run created: <storage>/<name>, e.g. ./repsweep-results/demo.
 Bad input ends with one line on stderr and exit code 2; nothing is written before the spec
@@ -42,11 +46,14 @@ class TrialProgress:
             def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
                 return {k: v for k, v in self.__dict__.items() if k != "bar"} | {"bar": None}
 
-            def _bar(self):
-                if self.bar is None:
-                    from tqdm import tqdm
+            def setup(self, **info) -> None:  # the experiment starts: start the clock
+                from tqdm import tqdm
 
-                    self.bar = tqdm(total=self.total, unit="trial", desc="training", dynamic_ncols=True)
+                self.bar = tqdm(total=self.total, unit="trial", desc="training", dynamic_ncols=True)
+
+            def _bar(self):
+                if self.bar is None:  # restored from a pickle
+                    self.setup()
                 return self.bar
 
             def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -182,6 +189,59 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tables(args: argparse.Namespace) -> int:
+    """repsweep tables SWEEP: each table's row count, parts, and columns with their SQL types."""
+    import textwrap
+
+    from analysis.query import open_results
+
+    for _, t in open_results(args.sweep).tables().iterrows():
+        print(f"{t['table']}  ({t['rows']:,} rows in {t['parts']} parts)")
+        print(textwrap.fill(", ".join(t["columns"]), width=100, initial_indent="    ",
+                            subsequent_indent="    "))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """repsweep query SWEEP SQL: the result as an aligned table, CSV or JSON (reads only)."""
+    import pandas as pd
+
+    from analysis.query import open_results
+
+    df = open_results(args.sweep).sql(args.sql)
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", date_format="iso", indent=1))
+    else:
+        with pd.option_context("display.width", 250, "display.max_rows", args.max_rows,
+                               "display.max_columns", None, "display.max_colwidth", 80):
+            print(df.to_string(index=False, max_rows=args.max_rows))
+        if len(df) > args.max_rows:
+            print(f"({len(df):,} rows; --max-rows N shows more, --format csv shows all)")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """repsweep plot SWEEP KIND --out FILE: one chart of analysis.charts.CHARTS, saved by suffix."""
+    from analysis.charts import make_chart
+    from analysis.query import open_results
+    from analysis.report import save_chart
+
+    options = {k: getattr(args, k) for k in ("data_fraction", "depth", "width", "seed", "a", "b")}
+    chart = make_chart(args.kind, open_results(args.sweep), **options)
+    print(save_chart(chart, args.out))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """repsweep report SWEEP: the self-contained HTML report (a few seconds)."""
+    from analysis.report import write_report
+
+    print(write_report(args.sweep, args.out))
+    return 0
+
+
 def _counts(counts: dict[str, int]) -> str:
     order = ["done", "running", "failed", "pending"]
     return ", ".join(f"{counts.get(k, 0)} {k}" for k in order if counts.get(k, 0)) or "no trials"
@@ -211,6 +271,32 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="run examples/demo.yaml end to end (digits, local Ray)")
     s.add_argument("--address", **addr)
     s.set_defaults(func=cmd_demo)
+    s = sub.add_parser("tables", help="list a sweep's tables: columns, types, row counts")
+    s.add_argument("sweep")
+    s.set_defaults(func=cmd_tables)
+    s = sub.add_parser("query", help="run SQL over a sweep's tables (each table is a view)")
+    s.add_argument("sweep")
+    s.add_argument("sql", help='e.g. "SELECT depth, width, avg(test_acc) FROM trials GROUP BY ALL"')
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--max-rows", type=int, default=100, help="rows an aligned table shows (default 100)")
+    s.set_defaults(func=cmd_query)
+    from analysis.charts import CHARTS  # light: Altair is imported when a chart is drawn
+
+    s = sub.add_parser("plot", help="draw one chart of a sweep as HTML, PNG or SVG")
+    s.add_argument("sweep")
+    s.add_argument("kind", choices=list(CHARTS))
+    s.add_argument("--out", required=True, help="file to write: .html (offline), .png or .svg")
+    s.add_argument("--data-fraction", type=float, help="figure1, cross-seed, cross-arch: which fraction")
+    s.add_argument("--depth", type=int, help="fractions: which architecture's depth")
+    s.add_argument("--width", type=int, help="fractions: which architecture's width")
+    s.add_argument("--seed", type=int, help="figure1, fractions, cross-arch: which seed")
+    s.add_argument("--a", help="class-accuracy: configuration a, e.g. d56-w1 or d56-w1-f0.5")
+    s.add_argument("--b", help="class-accuracy: configuration b, e.g. d8-w2")
+    s.set_defaults(func=cmd_plot)
+    s = sub.add_parser("report", help="write the sweep's self-contained HTML report")
+    s.add_argument("sweep")
+    s.add_argument("--out", default=None, help="file to write (default: <sweep>/report.html)")
+    s.set_defaults(func=cmd_report)
     return p
 
 

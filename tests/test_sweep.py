@@ -109,3 +109,14 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
     import json
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
     assert meta["epoch"] == 29 and int(ckpts[-1].name.split("_")[1]) < 29
+
+
+def test_sweep_on_a_storage_uri_trains_compares_and_reads_back(ray_local, tiny_spec, tmp_path, capsys):
+    uri = f"file://{tmp_path}/remote"
+    path = tiny_spec(grid={"data_fraction": [1.0], "seed": [0, 1]}, storage=uri, compare={"passes": 1})
+    assert main(["run", str(path)]) == 0
+    assert main(["status", f"{uri}/tiny"]) == 0
+    assert "2 done" in capsys.readouterr().out
+    store = SweepStore(f"{uri}/tiny")
+    assert store.uri.startswith("file://") and len(store.read_table("cka")) == 2 * 36 + 36
+    assert (tmp_path / "remote" / "tiny" / "checkpoints").is_dir()
