@@ -89,7 +89,7 @@ def train(spec: SweepSpec, store: SweepStore, *, progress: Any = None) -> dict[s
     if pending:
         prov = provenance()
         by_id = {t.trial_id: t for t in pending}
-        name_of = lambda tr: TrialConfig.from_dict(tr.config["trial"]).trial_id  # noqa: E731
+        name_of = lambda tune_trial: _trial_id(tune_trial.config)  # noqa: E731
         tuner = tune.Tuner(
             tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
             param_space={"trial": tune.grid_search([t.to_dict() for t in pending]),
@@ -106,14 +106,15 @@ def train(spec: SweepSpec, store: SweepStore, *, progress: Any = None) -> dict[s
         )
         for result in tuner.fit():
             if result.error is not None:  # raised twice: recorded as failed, the sweep goes on
-                tid = name_of_config(result.config)
+                tid = _trial_id(result.config)
                 msg = str(result.error).strip().splitlines()
                 store.write_part("trials", tid, [trial_row(by_id[tid], spec.name, "failed", prov,
                                                            error=(msg[-1] if msg else repr(result.error))[:500])])
     return trial_status(spec, store)["status"].value_counts().to_dict()
 
 
-def name_of_config(config: dict[str, Any]) -> str:
+def _trial_id(config: dict[str, Any]) -> str:
+    """The trial id of a Tune trial's config (our ids, not Ray's)."""
     return TrialConfig.from_dict(config["trial"]).trial_id
 
 
