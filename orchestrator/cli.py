@@ -138,8 +138,12 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
         print(f"training did not finish; continue with: repsweep resume {store.uri}")
         return 1
     rc = _compare(spec, store)
+    from analysis.report import write_report
+
+    print(f"report: {write_report(store)}")
     print(f"tables: {store.uri_of('tables')}")
     print(f"next:   repsweep status {store.uri}")
+    print(f'        repsweep query {store.uri} "SELECT depth, width, data_fraction, test_acc FROM trials"')
     return rc
 
 
@@ -318,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nrepsweep: interrupted; finish with 'repsweep resume <sweep>'", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

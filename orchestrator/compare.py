@@ -277,7 +277,7 @@ def prediction_stats(store: SweepStore, plan: Plan) -> None:
     preds = store.read_table("predictions")
     for tid, p in preds[preds["trial_id"].isin(plan.n_layers)].groupby("trial_id"):
         acc = p.groupby("label")["correct"].agg(["size", "mean"]).reset_index()
-        store.write_part("class_accuracy", tid, pd.DataFrame({
+        _write_if_changed(store, "class_accuracy", tid, pd.DataFrame({
             "trial_id": tid, "label": acc["label"], "n_examples": acc["size"], "accuracy": acc["mean"]}))
     by_trial = {t: p.set_index("example") for t, p in preds.groupby("trial_id")}
     rows = []
@@ -290,4 +290,15 @@ def prediction_stats(store: SweepStore, plan: Plan) -> None:
                      "agreement": float((a["prediction"] == b["prediction"]).mean()),
                      "both_wrong": float((~ca & ~cb).mean()), "only_a_wrong": float((~ca & cb).mean()),
                      "only_b_wrong": float((ca & ~cb).mean())})
-    store.write_part("disagreement", "pairs", rows)
+    _write_if_changed(store, "disagreement", "pairs",
+                      pd.DataFrame(rows, columns=SCHEMAS["disagreement"].names))
+
+
+def _write_if_changed(store: SweepStore, table: str, key: str, frame: pd.DataFrame) -> None:
+    """Write a derived part only when its rows differ, so a re-run leaves the files alone."""
+    if store.has_part(table, key):
+        old = store.read_part(table, key)
+        new = pd.DataFrame(frame).astype(old.dtypes.to_dict()).reset_index(drop=True)
+        if old.equals(new):
+            return
+    store.write_part(table, key, frame)

@@ -71,6 +71,17 @@ def ray_local(ray_temp_dir):
     return ensure_ray(ray_temp_dir)
 
 
+def _build_sweep(fields: dict, ray_temp_dir: str, tmp_path_factory) -> Path:
+    """Train and compare a sweep with `repsweep run`, as a user would; returns its folder."""
+    from orchestrator.cli import main
+
+    ensure_ray(ray_temp_dir)
+    root = tmp_path_factory.mktemp(fields["name"])
+    spec = write_spec(root / "spec.yaml", **fields, storage=str(root / "results"))
+    assert main(["run", str(spec)]) == 0
+    return root / "results" / fields["name"]
+
+
 SMALL_SWEEP = {
     "name": "small", "dataset": {"name": "digits"},
     "grid": {"depth": [8, 14], "width": [1], "data_fraction": [1.0], "seed": [0, 1]},
@@ -78,20 +89,30 @@ SMALL_SWEEP = {
     "compare": {"passes": 2, "group_size": 2},
 }
 
+# every chart kind has data: cross-seed and cross-architecture pairs, two fractions
+RESULTS_SWEEP = {
+    "name": "results", "dataset": {"name": "digits"},
+    "grid": {"depth": [8, 14], "width": [1, 2], "data_fraction": [1.0, 0.5], "seed": [0, 1]},
+    "training": {"epochs": 2, "warmup_epochs": 1},
+    "compare": {"passes": 1, "probe_examples": 128},
+}
+N_TRIALS = 16
+LAYERS = {8: 6, 14: 9}  # captured layers by depth: stem, 3(depth - 2)/6 blocks, pool, logits
+
 
 @pytest.fixture(scope="session")
 def small_sweep(ray_temp_dir, tmp_path_factory) -> Path:
-    """A real trained and compared sweep of 4 digits models (2 depths x 2 seeds), built once.
+    """4 digits models (depth 8 and 14 x seed 0 and 1), trained and compared once (~25 s).
 
     Tests that change it must work on a copy (`copy_sweep`).
     """
-    from orchestrator.cli import main
+    return _build_sweep(SMALL_SWEEP, ray_temp_dir, tmp_path_factory)
 
-    ensure_ray(ray_temp_dir)
-    root = tmp_path_factory.mktemp("small")
-    spec = write_spec(root / "spec.yaml", **SMALL_SWEEP, storage=str(root / "results"))
-    assert main(["run", str(spec)]) == 0
-    return root / "results" / "small"
+
+@pytest.fixture(scope="session")
+def results_sweep(ray_temp_dir, tmp_path_factory) -> Path:
+    """16 digits models (RESULTS_SWEEP), 2 epochs, one comparison pass over 128 test digits (~40 s)."""
+    return _build_sweep(RESULTS_SWEEP, ray_temp_dir, tmp_path_factory)
 
 
 def copy_sweep(sweep: Path, dest: Path) -> Path:

@@ -1,0 +1,208 @@
+"""The sweep's report: one self-contained HTML file, and single charts as HTML, PNG or SVG.
+
+    write_report("./repsweep-results/demo")   # -> ./repsweep-results/demo/report.html
+
+The report holds the sweep's summary (grid, trials, failures, accuracies, comparison) and
+every chart of `analysis.charts.CHARTS`. It needs no network: the Vega, Vega-Lite and
+Vega-Embed libraries (from vl-convert's offline bundle, ~0.9 MB) are inlined in the page
+with each chart's spec and data. A chart whose tables are still empty shows why instead.
+Cost: a few seconds (bundling the JavaScript, building the charts' data with DuckDB).
+
+In the page, each chart's <div class="chart"> gets data-rendered="true" once Vega-Embed has
+drawn it, or "error" with the error's text in its place.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import logging
+import os
+from typing import Any
+
+import pandas as pd
+
+from analysis.charts import CHARTS
+from analysis.query import Results, open_results
+from analysis.tables import SweepStore, TableError
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"  # written at the sweep's root unless another path is given
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+.meta, .caption, .note { color: #555; } .note { font-style: italic; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f5f5f5; }
+td:first-child, th:first-child { text-align: left; }
+.chart { overflow-x: auto; padding: 0.5em 0; } .error { color: #b00; white-space: pre-wrap; }
+"""
+
+# Draw every chart; mark each div rendered or failed (the report's tests read these marks).
+_EMBED = """
+for (const [id, spec] of Object.entries(REPSWEEP_SPECS)) {
+  const el = document.getElementById(id);
+  vegaEmbed(el, spec, {renderer: "svg", actions: false})
+    .then(() => { el.dataset.rendered = "true"; })
+    .catch((err) => { el.dataset.rendered = "error"; el.className += " error";
+                      el.textContent = "This chart failed to render: " + err; });
+}
+"""
+
+
+# ---------------------------------------------------------------------------- writing
+
+def write_report(store_or_location: SweepStore | str, out_path: str | None = None) -> str:
+    """Write the sweep's report; returns where: `out_path` (a local file) or <sweep>/report.html."""
+    res = open_results(store_or_location)
+    page = report_html(res).encode()
+    if out_path:
+        _write_local(out_path, page)
+        where = os.path.abspath(out_path)
+    else:
+        res.store.write_bytes(page, REPORT_FILE)
+        where = res.store.uri_of(REPORT_FILE)
+    log.info("report: %s (%.1f MB)", where, len(page) / 1e6)
+    return where
+
+
+def save_chart(chart: Any, path: str) -> str:
+    """Save one chart by the file's suffix: .html (self-contained, offline), .png (2x) or .svg."""
+    import vl_convert as vlc
+
+    suffix = os.path.splitext(path)[1].lower()
+    spec = chart.to_dict()
+    if suffix == ".html":
+        title = spec.get("title", {})
+        text = title.get("text", "chart") if isinstance(title, dict) else str(title)
+        data = _page(html.escape(text), [("chart", spec)])
+    elif suffix == ".png":
+        data = vlc.vegalite_to_png(spec, vl_version=_vl_version(), scale=2)  # whole pixels: no seams
+    elif suffix == ".svg":
+        data = vlc.vegalite_to_svg(spec, vl_version=_vl_version())
+    else:
+        raise TableError(f"cannot save a chart as '{path}': use a file ending in .html, .png or .svg")
+    _write_local(path, data if isinstance(data, bytes) else data.encode())
+    return os.path.abspath(path)
+
+
+def _write_local(path: str, data: bytes) -> None:
+    """Write a whole file: temp name, then rename, so a reader never sees half of it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the page
+
+def report_html(res: Results) -> str:
+    """The report of one sweep as an HTML document (see the module docstring)."""
+    name, spec = _spec(res.store)
+    trials = res.sql("SELECT * FROM trials ORDER BY data_fraction DESC, depth, width, seed")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [f"<h1>repsweep report: {html.escape(name)}</h1>",
+            f'<p class="meta">{html.escape(res.store.uri)} &middot; written {now}</p>',
+            *_summary(res, spec, trials)]
+    charts = []
+    for kind, fn in CHARTS.items():
+        body.append(f"<h2>{html.escape(kind)}</h2>")
+        body.append(f'<p class="caption">{html.escape((fn.__doc__ or "").strip().splitlines()[0])}</p>')
+        try:
+            chart = fn(res)
+        except TableError as e:
+            body.append(f'<p class="note">Not drawn: {html.escape(str(e))}</p>')
+            continue
+        cid = f"chart-{kind}"
+        charts.append((cid, chart.to_dict()))
+        body.append(f'<div class="chart" id="{cid}"></div>')
+    log.info("report of '%s': %d of %d charts drawn", name, len(charts), len(CHARTS))
+    return _page(f"repsweep report: {html.escape(name)}", charts, "\n".join(body))
+
+
+def _page(title: str, charts: list[tuple[str, dict]], body: str | None = None) -> str:
+    """A standalone HTML page: inlined Vega libraries, the charts' specs, and `body`."""
+    import vl_convert as vlc
+
+    if body is None:
+        body = "\n".join(f'<div class="chart" id="{cid}"></div>' for cid, _ in charts)
+    specs = json.dumps(dict(charts)).replace("<", "\\u003c")  # no '</script>' inside a script
+    bundle = vlc.javascript_bundle(vl_version=_vl_version()).replace("</script", "<\\/script")
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+            f"<style>{_CSS}</style>\n<script>{bundle}</script>\n</head>\n<body>\n{body}\n"
+            f"<script>\nconst REPSWEEP_SPECS = {specs};\n{_EMBED}</script>\n</body>\n</html>\n")
+
+
+def _vl_version() -> str:
+    """Altair's Vega-Lite version as vl-convert names it: v6.4.1 -> 6.4."""
+    import altair as alt
+
+    return ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+
+
+# --------------------------------------------------------------------------- summary
+
+def _spec(store: SweepStore) -> tuple[str, dict]:
+    import yaml
+
+    if not store.exists("spec.yaml"):
+        return os.path.basename(store.root.rstrip("/")), {}
+    spec = yaml.safe_load(store.read_bytes("spec.yaml")) or {}
+    return spec.get("name", os.path.basename(store.root)), spec
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, na_rep="", escape=True,
+                      float_format=lambda v: f"{v:.4g}")
+
+
+def _summary(res: Results, spec: dict, trials: pd.DataFrame) -> list[str]:
+    """Grid, trial states, failures, accuracies and the comparison's extent, as HTML pieces."""
+    out = ["<h2>summary</h2>"]
+    grid = spec.get("grid") or {a: sorted(trials[a].unique().tolist()) for a in
+                                ("depth", "width", "data_fraction", "seed")}
+    planned = 1
+    for values in grid.values():
+        planned *= len(values)
+    training = spec.get("training", {})
+    dataset = (spec.get("dataset") or {}).get("name") or ", ".join(trials["dataset"].dropna().unique())
+    out.append("<p>" + "; ".join(f"<b>{html.escape(a)}</b> {html.escape(', '.join(map(str, v)))}"
+                                 for a, v in grid.items())
+               + f" &mdash; {planned} trials planned on <b>{html.escape(str(dataset))}</b>"
+               + (f", {training['epochs']} epochs each" if "epochs" in training else "") + "</p>")
+    counts = trials["status"].value_counts().to_dict()
+    counts["pending"] = max(0, planned - len(trials))
+    out.append("<p>trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "</p>")
+
+    failed = trials[trials["status"] == "failed"]
+    if len(failed):
+        out.append("<h3>failed trials</h3>" + _table(failed[["trial_id", "epochs_done", "error"]]))
+    tiles = res.sql("SELECT tile, error FROM tiles WHERE status = 'failed'")
+    if len(tiles):
+        out.append("<h3>failed comparison tiles</h3>" + _table(tiles))
+
+    done = trials[trials["status"] == "done"]
+    if len(done):
+        best = done.loc[done["test_acc"].idxmax()]
+        out.append(f"<h3>test accuracy</h3><p>best {best['test_acc']:.4f} ({html.escape(best['trial_id'])}); "
+                   "mean over seeds (and the number of finished seeds) per configuration:</p>")
+        cell = done.groupby(["data_fraction", "depth", "width"])["test_acc"].agg(["mean", "size"])
+        cell["text"] = [f"{m:.4f} ({n})" for m, n in zip(cell["mean"], cell["size"])]
+        table = cell["text"].unstack("width").sort_index(ascending=[False, True])
+        table.columns = [f"width {w}" for w in table.columns]
+        out.append(_table(table.reset_index().rename(columns={"data_fraction": "data fraction"})))
+
+    extent = res.sql("""
+        SELECT (SELECT count(*) FROM cka) AS cka_rows,
+               (SELECT count(DISTINCT (trial_a, trial_b)) FROM cka WHERE trial_a <> trial_b) AS model_pairs,
+               (SELECT count(DISTINCT trial_a) FROM cka WHERE trial_a = trial_b) AS models,
+               (SELECT count(*) FROM tiles WHERE status = 'done') AS tiles_done""").iloc[0]
+    out.append(f"<p>comparison: within-model CKA of {extent['models']} models, cross-model CKA of "
+               f"{extent['model_pairs']} model pairs ({extent['cka_rows']:,} layer pairs), "
+               f"{extent['tiles_done']} tiles done</p>")
+    return out
