@@ -4,7 +4,13 @@
     repsweep resume SWEEP      finish an interrupted sweep; finished trials are not re-run
     repsweep compare SWEEP     run (or finish) the comparison stage on its own
     repsweep status SWEEP      done / running / failed / pending trials, best accuracy
+    repsweep tables SWEEP      the tables with their columns, types and row counts
+    repsweep query SWEEP SQL   SQL over the tables (each one a view), as a table, CSV or JSON
+    repsweep plot SWEEP KIND   one chart (figure1, pc1, ...) as HTML, PNG or SVG
+    repsweep report SWEEP      the self-contained HTML report with every chart
     repsweep demo              run examples/demo.yaml end to end on the bundled digits
+
+`run` and `demo` train, compare and write the report; the demo takes a few minutes on 2 cores.
     repsweep tables SWEEP      the sweep's tables: columns, types, row counts
     repsweep query SWEEP SQL   run SQL over the tables (DuckDB; every table is a view)
     repsweep plot SWEEP KIND --out FILE   one chart as HTML, PNG or SVG
