@@ -119,7 +119,8 @@ class CifarResNet(nn.Module):
         with torch.no_grad():
             was_training = self.training
             self.eval()
-            probe = torch.zeros(1, *input_shape, device=next(self.parameters()).device)
+            param = next(self.parameters())
+            probe = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
             dims = [t[0].numel() for t in self.forward_layers(probe)]
             self.train(was_training)
         info = [LayerInfo(0, "stem", "stem", 0, 0, dims[0])]

@@ -81,6 +81,7 @@ def random_layers(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def accumulate(layers, batches, cols=None, **kwargs) -> CKAAccumulator:
+    """Feed NumPy layers (and optional cols) batch by batch into a new accumulator."""
     acc = CKAAccumulator(**kwargs)
     for idx in batches:
         rows = [torch.from_numpy(a[idx]) for a in layers]
@@ -89,6 +90,7 @@ def accumulate(layers, batches, cols=None, **kwargs) -> CKAAccumulator:
 
 
 def batches_of(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """One pass of the probe stream as NumPy index arrays."""
     return [idx.numpy() for idx in probe_batches(n, batch_size=size, passes=1, seed=seed)]
 
 
@@ -278,6 +280,20 @@ def test_non_finite_activations_raise_an_error_naming_the_layer(bad, side):
         linear_cka(x, h)
 
 
+def test_a_batch_with_non_finite_activations_leaves_the_sums_unchanged():
+    x, h, _, _ = random_layers(16)
+    bad = h.copy()
+    bad[10, 0] = np.nan  # in the second batch
+    acc = accumulate([x, h], [np.arange(8)], pc1=True)
+    before = acc.result()
+    with pytest.raises(ValueError, match="row1"):
+        acc.update([torch.from_numpy(x[8:]), torch.from_numpy(bad[8:])])
+    after = acc.result()
+    assert (after.n_batches, after.n_examples) == (before.n_batches, before.n_examples)
+    np.testing.assert_array_equal(after.hsic_xy, before.hsic_xy)
+    np.testing.assert_array_equal(after.pc1_sum_x, before.pc1_sum_x)
+
+
 def test_a_constant_layer_gives_nan_not_a_crash():
     x, h, _, _ = random_layers(64)
     constant, zeros = np.full((64, 5), 3.7), np.zeros((64, 2, 2))
@@ -325,6 +341,16 @@ def test_mixing_update_forms_or_layer_counts_is_an_error():
         CKAAccumulator().update([t[0], t[1][:4]])
     with pytest.raises(ValueError, match="one form"):
         CKAAccumulator(col_names=["z"]).update(t[:2])
+
+
+def test_accumulator_works_inside_and_outside_inference_mode():
+    layers = [torch.from_numpy(a) for a in random_layers(24)]
+    acc = CKAAccumulator()
+    with torch.inference_mode():
+        acc.update([t[:12] for t in layers])
+    acc.update([t[12:] for t in layers])
+    expected = accumulate([t.numpy() for t in layers], [np.arange(12), np.arange(12, 24)])
+    np.testing.assert_allclose(acc.result().hsic_xy, expected.result().hsic_xy, rtol=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

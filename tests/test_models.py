@@ -66,3 +66,8 @@ def test_zero_init_residual_makes_each_block_start_as_identity_plus_relu():
 def test_invalid_depth_is_refused():
     with pytest.raises(ValueError, match="6n\\+2"):
         cifar_resnet(10, 1)
+
+
+def test_layer_info_works_for_float64_models():
+    model = cifar_resnet(8, 1, in_channels=1).double()
+    assert [i.dim for i in model.layer_info((1, 8, 8))] == [1024, 1024, 512, 256, 64, 10]
