@@ -18,9 +18,9 @@ def probe_batches(
     """Indices of the probe stream: per pass one seeded permutation, cut into batches.
 
     Pass p's permutation depends only on (seed, p) (NumPy's SeedSequence), so every model,
-    tile and re-run sees the same batches. The last batch of a pass may be short; the
-    CKA accumulator skips batches of fewer than 4 examples (analysis.cka.MIN_BATCH) and counts them.
-    Defaults follow Nguyen et al. 2021 (batch 256, 10 passes).
+    tile and re-run sees the same batches. The last batch of a pass may be short; the CKA
+    accumulator skips batches of fewer than 4 examples (analysis.cka.MIN_BATCH) and counts
+    them. Defaults follow Nguyen et al. 2021 (batch 256, 10 passes).
 
     Yields
     ------
