@@ -242,10 +242,12 @@ def compare(spec: SweepSpec, store: SweepStore, *, progress: Any = None) -> dict
                 else:
                     failed[tile.key] = _last_line(e)
                     _tile_row(store, tile, "failed", error=failed[tile.key])
-                    bar and bar.update(1)
+                    if bar:
+                        bar.update(1)
             else:
                 _tile_row(store, tile, "done", **out)
-                bar and bar.update(1)
+                if bar:
+                    bar.update(1)
             idle.append(actor)
     if bar:
         bar.close()
