@@ -141,5 +141,5 @@ def model_from_bytes(blob: bytes, where: str) -> tuple[CifarResNet, dict]:
         raise CheckpointError(
             f"checkpoint '{where}' is corrupt or not a repsweep model ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200] if str(e) else ''}); delete it and run "
-            f"'repsweep resume <sweep>' to retrain that trial") from e
+            f"'repsweep resume <sweep>' to rebuild it from the trial's last checkpoint") from e
     return model.eval(), state

@@ -103,6 +103,10 @@ def train_trial(config: dict[str, Any]) -> None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, wall_before = state["epoch"] + 1, state["wall_time_s"]
+        if start_epoch == trial.training.epochs:  # trained, but its outputs are gone: write them again
+            tune.report(_finish(trial, store, sweep, prov, model, data, subset, state["train_loss"],
+                                state["train_acc"], wall_before, fixed))
+            return
     else:
         store.write_part("trials", tid, [trial_row(trial, sweep, "running", prov, epochs_done=0, **fixed)])
 
@@ -124,7 +128,8 @@ def train_trial(config: dict[str, Any]) -> None:
             metrics.update(_finish(trial, store, sweep, prov, model, data, subset, loss, acc, wall, fixed))
         with tempfile.TemporaryDirectory() as d:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": epoch, "wall_time_s": wall},
+                        "scheduler": sched.state_dict(), "epoch": epoch, "wall_time_s": wall,
+                        "train_loss": loss, "train_acc": acc},
                        os.path.join(d, STATE_FILE))
             with open(os.path.join(d, META_FILE), "w") as f:
                 json.dump({"epoch": epoch, "wall_time_s": wall}, f)

@@ -48,6 +48,11 @@ def test_tiny_grid_trains_on_tune_and_writes_three_tables(ray_local, tiny_spec, 
     assert {p: p.stat().st_mtime_ns for p in (sweep / "tables").rglob("*.parquet")} == mtimes
     assert main(["status", str(sweep)]) == 0
     assert "2 done" in capsys.readouterr().out
+    # a deleted model file is written again from the trial's last epoch checkpoint, not retrained
+    model_file = Path(row["checkpoint_uri"])
+    model_file.unlink()
+    assert main(["run", str(path)]) == 0
+    assert model_file.is_file() and len(_tables(sweep)["predictions"]) == 2 * 360
 
 
 def test_nan_diverging_trial_is_recorded_failed_while_the_other_finishes(ray_local, tiny_spec, tmp_path):
