@@ -146,5 +146,5 @@ def _dataset(store: SweepStore, name: str) -> pyarrow.dataset.Dataset:
     keys = store.part_keys(name)
     if not keys:
         return ds.dataset(SCHEMAS[name].empty_table())
-    paths = [store.path("tables", name, f"{k}.parquet") for k in keys]
+    paths = [store.part_path(name, k) for k in keys]
     return ds.dataset(paths, schema=SCHEMAS[name], format="parquet", filesystem=store.fs)

@@ -90,13 +90,8 @@ def save_chart(chart: Any, path: str) -> str:
 
 
 def _write_local(path: str, data: bytes) -> None:
-    """Write a whole file: temp name, then rename, so a reader never sees half of it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """Write a whole local file atomically (SweepStore.write_bytes: temp name, then rename)."""
+    SweepStore(os.path.dirname(os.path.abspath(path))).write_bytes(data, os.path.basename(path))
 
 
 # ----------------------------------------------------------------------------- the page

@@ -153,13 +153,17 @@ class SweepStore:
         arrow = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
         buf = io.BytesIO()
         pq.write_table(arrow, buf)
-        self.write_bytes(buf.getvalue(), "tables", table, f"{key}.parquet")
+        self.write_bytes(buf.getvalue(), "tables", table, f"{key}.parquet")  # see part_path
+
+    def part_path(self, table: str, key: str) -> str:
+        """Where the part `key` of `table` lives (a path on `self.fs`)."""
+        return self.path("tables", table, f"{key}.parquet")
 
     def has_part(self, table: str, key: str) -> bool:
-        return self.exists("tables", table, f"{key}.parquet")
+        return self.fs.get_file_info(self.part_path(table, key)).type != pafs.FileType.NotFound
 
     def delete_part(self, table: str, key: str) -> None:
-        self.fs.delete_file(self.path("tables", table, f"{key}.parquet"))
+        self.fs.delete_file(self.part_path(table, key))
 
     def part_keys(self, table: str) -> list[str]:
         return [n[: -len(".parquet")] for n in self.list_files("tables", table) if n.endswith(".parquet")]
@@ -175,7 +179,7 @@ class SweepStore:
         schema = _schema(table)
         parts = []
         for key in keys:
-            p = self.path("tables", table, f"{key}.parquet")
+            p = self.part_path(table, key)
             try:
                 parts.append(pq.read_table(p, filesystem=self.fs, schema=schema))
             except (pa.ArrowInvalid, OSError) as e:

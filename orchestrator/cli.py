@@ -10,11 +10,7 @@
     repsweep report SWEEP      the self-contained HTML report with every chart
     repsweep demo              run examples/demo.yaml end to end on the bundled digits
 
-`run` and `demo` train, compare and write the report; the demo takes a few minutes on 2 cores.
-    repsweep tables SWEEP      the sweep's tables: columns, types, row counts
-    repsweep query SWEEP SQL   run SQL over the tables (DuckDB; every table is a view)
-    repsweep plot SWEEP KIND --out FILE   one chart as HTML, PNG or SVG
-    repsweep report SWEEP      write <sweep>/report.html: summary and every chart, offline
+`run` and `demo` train, compare and write the report; the demo takes about 6 minutes on 2 cores.
 
 SWEEP is the folder (or URI) a run created: <storage>/<name>, e.g. ./repsweep-results/demo.
 Bad input ends with one line on stderr and exit code 2; nothing is written before the spec
