@@ -65,9 +65,8 @@ def _shifted_grams(
                 "every layer of a batch must share its first dimension"
             )
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # see module doc
-        x = x.detach().to(device=device, dtype=dtype).reshape(n, -1)  # (n, d)
-        x = x - x[:1]  # shift by the first example: see module docstring
-        grams[i] = x @ x.T  # (n, n)
+        x = _features(x.detach()).to(device=device, dtype=dtype)  # (n, d)
+        _gram(x - x[:1], out=grams[i])  # shifted by the first example: see module docstring
     finite = torch.isfinite(grams.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # (R,)
     if not bool(finite.all()):
         bad = [names[i] for i in torch.nonzero(~finite).flatten().tolist()]
@@ -76,6 +75,41 @@ def _shifted_grams(
             "check the model's outputs for these layers (diverged weights, overflow)"
         )
     return grams
+
+
+def _features(x: torch.Tensor) -> torch.Tensor:
+    """Flatten (n, ...) activations to (n, d) in memory order, without a copy where possible.
+
+    The Gram sums over features, so their order is free: a channels_last (n, C, H, W) batch
+    is read as (n, H, W, C), which is a view, where reshape(n, -1) would copy it.
+    """
+    order = sorted(range(1, x.dim()), key=lambda i: -x.stride(i))  # outermost feature dim first
+    return x.permute(0, *order).reshape(x.shape[0], -1)  # (n, d)
+
+
+GRAM_BLOCK = 64  # examples per row block of a CPU Gram; measured best of 32/64/128 for n = 256
+
+
+def _gram(x: torch.Tensor, *, out: torch.Tensor) -> None:
+    """out = x x' for x (n, d): on CPU with d > n, each block pair of the symmetric Gram once.
+
+    Row blocks of GRAM_BLOCK examples: 10 of the 16 block products for n = 256, 1.2-1.25x
+    faster than one matmul for d = 4,096-16,384 on the 2-core dev machine (MKL has no
+    symmetric rank-k product in torch). On GPUs, and for narrow layers, one matmul is faster.
+    """
+    n, d = x.shape
+    if x.device.type != "cpu" or d <= n:
+        out.copy_(x @ x.T)
+        return
+    blocks = x.split(GRAM_BLOCK)
+    for i, xi in enumerate(blocks):
+        rows = slice(i * GRAM_BLOCK, i * GRAM_BLOCK + len(xi))
+        for j in range(i, len(blocks)):
+            cols = slice(j * GRAM_BLOCK, j * GRAM_BLOCK + len(blocks[j]))
+            block = xi @ blocks[j].T  # (|rows|, |cols|)
+            out[rows, cols] = block
+            if j != i:
+                out[cols, rows] = block.T
 
 
 def _u_centre_(grams: torch.Tensor) -> torch.Tensor:
@@ -380,7 +414,8 @@ def minibatch_cka(
     Both models run in eval mode under ``torch.inference_mode`` on the same batches of the
     probe set ``x`` (``probe_batches``); their training flags are restored afterwards. Each
     model exposes ``forward_layers(x) -> list[Tensor]``; layer names come from its
-    ``layer_info(input_shape)`` where it has one.
+    ``layer_info(input_shape)`` and the forward passes from its ``inference_copy()`` (a
+    faster equivalent, e.g. BatchNorm folded) where it has them.
 
     Returns
     -------
@@ -398,10 +433,12 @@ def minibatch_cka(
     model_a.eval()
     model_b.eval()
     try:
+        run_a, run_b = (m.inference_copy() if hasattr(m, "inference_copy") else m
+                        for m in (model_a, model_b))
         with torch.inference_mode():
             for idx in probe_batches(len(x), batch_size=batch_size, passes=passes, seed=seed):
                 batch = x[idx.to(x.device)].to(device)
-                acc.update(model_a.forward_layers(batch), model_b.forward_layers(batch))
+                acc.update(run_a.forward_layers(batch), run_b.forward_layers(batch))
     finally:
         model_a.train(training[0])
         model_b.train(training[1])

@@ -9,7 +9,10 @@ depth 32, width 1; 12 and 18 captured layers: stem, every block, pooled features
 batches), every layer of one model against every layer of the other.
 
 Implementations, all fed the same batches in the same order:
-  repsweep      analysis.cka.minibatch_cka: one Gram per layer, one matmul per batch
+  repsweep      analysis.cka.minibatch_cka: one Gram per layer, one matmul per batch; the
+                ResNets run as their inference copies (BatchNorm folded, channels_last),
+                as in the comparison stage
+  repsweep, unfolded models   the same engine on the models as given
   pair-by-pair  the same estimator written plainly below: both Grams rebuilt for every pair
   pytorch-cka   PyPI pytorch-cka 1.1.3, cka.compute_cka (minibatch, unbiased HSIC)
   torch-cka     PyPI torch-cka 0.21, torch_cka.CKA.compare (minibatch, unbiased HSIC)
@@ -109,6 +112,13 @@ class Replay(nn.Module):
 
 
 def run_repsweep(a, b, x, batch_size, device):
+    """The engine on the models themselves: ResNets run as their folded inference copies."""
+    a, b = (getattr(m, "model", m) for m in (a, b))  # unwrap Taps; a Replay stays as it is
+    return minibatch_cka(a, b, x, batch_size=batch_size, passes=1, seed=0, device=device).cka()
+
+
+def run_repsweep_unfolded(a, b, x, batch_size, device):
+    """The engine on the models as given (the Taps wrappers offer no inference copy)."""
     return minibatch_cka(a, b, x, batch_size=batch_size, passes=1, seed=0, device=device).cka()
 
 
@@ -173,6 +183,8 @@ def run_torch_cka(a, b, x, batch_size, device):
 IMPLEMENTATIONS: dict[str, tuple[str, Callable]] = {  # name: (estimator as computed, run)
     "repsweep": ("minibatch, unbiased HSIC as <U(K), U(L)>; Grams in the features' dtype "
                  "after a shift; U-centring and sums float64", run_repsweep),
+    "repsweep, unfolded models": ("the same, on the models as given: forward passes with "
+                                  "BatchNorm, NCHW", run_repsweep_unfolded),
     "pair-by-pair": ("minibatch, unbiased HSIC term by term; Grams in the features' dtype, "
                      "formula and sums float64", run_pair_by_pair),
     "pytorch-cka 1.1.3": ("minibatch, unbiased HSIC term by term on stacked Grams; formula "
@@ -261,14 +273,19 @@ def two_model_workload(args, device: torch.device) -> None:
                                           device), device)
         return go
 
-    def forward_only():
-        with torch.inference_mode():
-            for idx in probe_batches(len(x), batch_size=args.batch_size, passes=1, seed=0):
-                batch = x[idx].to(device)
-                model_a.forward_layers(batch), model_b.forward_layers(batch)
+    def forward_only(models):
+        def go():
+            with torch.inference_mode():
+                for idx in probe_batches(len(x), batch_size=args.batch_size, passes=1, seed=0):
+                    batch = x[idx].to(device)
+                    models[0].forward_layers(batch), models[1].forward_layers(batch)
+        return lambda: timed(go, device)
+
+    folded = [m.inference_copy() for m in (model_a, model_b)]
 
     print("end to end, float32:", file=sys.stderr)
-    e2e, cka32 = timed_rounds({"forward passes only": lambda: timed(forward_only, device)}
+    e2e, cka32 = timed_rounds({"forward passes only": forward_only((model_a, model_b)),
+                               "forward passes only, folded": forward_only(folded)}
                               | {name: end_to_end(run, (model_a, model_b), x, torch.float32)
                                  for name, (_, run) in impls.items()}, args.repeats)
     print("math only (replayed activations), float32:", file=sys.stderr)
@@ -287,7 +304,8 @@ def two_model_workload(args, device: torch.device) -> None:
           f"{args.batch_size}, 1 pass ({-(-args.examples // args.batch_size)} batches), "
           f"random init, "
           f"eval mode. Forward passes alone (both models, inference mode, timed in the same "
-          f"rounds): {e2e['forward passes only']:.2f} s. "
+          f"rounds): {e2e['forward passes only']:.2f} s as given, "
+          f"{e2e['forward passes only, folded']:.2f} s as folded inference copies. "
           f"Grams of both models: {gram_gflop:.1f} GFLOP per batch (2 n^2 sum_l d_l). "
           f"repsweep float64 CKA: min {np.nanmin(reference):.4f}, max "
           f"{np.nanmax(reference):.4f}, mean {np.nanmean(reference):.4f}.\n")
@@ -313,12 +331,13 @@ def all_pairs_workload(args, device: torch.device) -> None:
     n_layers = len(models[0].layer_info((3, 32, 32)))
     x = torch.randn(args.examples, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
-    def repsweep_all():
+    def repsweep_all():  # what a diagonal tile of the comparison stage does
+        folded = [m.inference_copy() for m in models]
         acc = CKAAccumulator()
         with torch.inference_mode():
             for idx in probe_batches(len(x), batch_size=args.batch_size, passes=1, seed=0):
                 batch = x[idx].to(device)
-                acc.update([t for m in models for t in m.forward_layers(batch)])
+                acc.update([t for m in folded for t in m.forward_layers(batch)])
         return acc.result().cka()  # (M L, M L)
 
     def pytorch_cka_all():

@@ -110,6 +110,28 @@ def test_accumulator_matches_naive_song_formula_to_1e10_in_float64():
             assert abs(result.cka()[i, j] - xy / np.sqrt(xx * yy)) < 1e-10
 
 
+def test_wide_layers_on_the_blocked_cpu_gram_match_the_naive_formula():
+    # d > n takes the blocked Gram path; batches of 150 and 90 cut 64-example blocks unevenly
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((240, 300))
+    y = np.maximum(x @ rng.standard_normal((300, 500)), 0.0)  # (240, 500)
+    batches = [np.arange(150), np.arange(150, 240)]
+    xy, xx, yy = naive_minibatch_hsic(x, y, batches)
+    res = accumulate([x], batches, cols=[y]).result()
+    np.testing.assert_allclose([res.hsic_xy[0, 0], res.hsic_xx[0], res.hsic_yy[0]], [xy, xx, yy],
+                               rtol=1e-10)
+
+
+def test_channels_last_activations_give_the_same_cka_as_contiguous_ones():
+    x = torch.randn(64, 8, 5, 5, generator=torch.Generator().manual_seed(0)).relu()
+    y = torch.randn(64, 3, 4, 4, generator=torch.Generator().manual_seed(1)) + x[:, :3, :4, :4]
+    plain = CKAAccumulator()
+    plain.update([x, y])
+    strided = CKAAccumulator()
+    strided.update([t.contiguous(memory_format=torch.channels_last) for t in (x, y)])
+    np.testing.assert_allclose(strided.result().hsic_xy, plain.result().hsic_xy, rtol=1e-6)
+
+
 def test_linear_cka_biased_matches_the_centring_matrix_formula():
     x, h, z, _ = random_layers(60)
     for a, b in [(x, h), (h, z), (x, z)]:
@@ -397,6 +419,24 @@ def test_minibatch_cka_runs_both_models_on_the_same_batches_in_eval_mode():
     assert result.cka()[0, 0] == pytest.approx(1.0)  # both see the same inputs
     within = minibatch_cka(a, a, x, batch_size=32, passes=1)
     np.testing.assert_allclose(np.diag(within.cka()), 1.0, atol=1e-6)
+
+
+def test_minibatch_cka_of_resnets_runs_their_folded_copies_with_the_same_result():
+    from models import cifar_resnet
+
+    torch.manual_seed(0)
+    a, b = cifar_resnet(8, 1, in_channels=1), cifar_resnet(14, 1, in_channels=1)
+    for bn in (m for m in [*a.modules(), *b.modules()] if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.normal_(0.0, 0.5), bn.running_var.uniform_(0.5, 2.0)  # trained-like stats
+    x = torch.randn(80, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    result = minibatch_cka(a, b, x, batch_size=32, passes=1)
+    assert a.training and b.training  # the originals are untouched
+    acc = CKAAccumulator()
+    a.eval(), b.eval()
+    with torch.no_grad():
+        for idx in probe_batches(80, batch_size=32, passes=1):
+            acc.update(a.forward_layers(x[idx]), b.forward_layers(x[idx]))
+    np.testing.assert_allclose(result.cka(), acc.result().cka(), atol=1e-6)
 
 
 def test_probe_stream_is_a_permutation_per_pass():

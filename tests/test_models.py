@@ -71,3 +71,17 @@ def test_invalid_depth_is_refused():
 def test_layer_info_works_for_float64_models():
     model = cifar_resnet(8, 1, in_channels=1).double()
     assert [i.dim for i in model.layer_info((1, 8, 8))] == [1024, 1024, 512, 256, 64, 10]
+
+
+def test_inference_copy_computes_the_same_layers_without_batchnorm():
+    torch.manual_seed(0)
+    model = cifar_resnet(14, 2)
+    model(torch.randn(32, 3, 16, 16))  # training mode: BatchNorm learns running statistics
+    fused = model.inference_copy()
+    x = torch.randn(16, 3, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        for plain, folded in zip(model.forward_layers(x), fused.forward_layers(x)):
+            torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # original intact
