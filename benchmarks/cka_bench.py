@@ -14,7 +14,8 @@ Implementations, all fed the same batches in the same order:
                 as in the comparison stage
   repsweep, unfolded models   the same engine on the models as given
   pair-by-pair  the same estimator written plainly below: both Grams rebuilt for every pair
-  pytorch-cka   PyPI pytorch-cka 1.1.3, cka.compute_cka (minibatch, unbiased HSIC)
+  pytorch-cka   PyPI pytorch-cka 1.1.3, cka.compute_cka (minibatch, unbiased HSIC); also
+                fed float64 copies of the activations, its cheapest accurate configuration
   torch-cka     PyPI torch-cka 0.21, torch_cka.CKA.compare (minibatch, unbiased HSIC)
 The peers are installed in benchmarks/.peers, outside repsweep's dependencies (see
 benchmarks/README.md); they capture layers with forward hooks, so each model is wrapped in
@@ -27,13 +28,13 @@ costs nothing). Accuracy: every implementation is run once more in float64 (mode
 and torch's default dtype) and its CKA matrix compared with repsweep's float64 one; the
 float32 runs are compared too.
 
-A second workload (--models M, default 4; 0 skips it) times every pair of M ResNet-20s,
+A second workload (--models M [M ...], default 4 8; 0 skips it) times every pair of M ResNet-20s,
 within-model included: one repsweep accumulation of all layers against one pytorch-cka run
 per model pair, the way a sweep's all-pairs comparison would have to use it.
 
 Writes nothing; prints markdown tables (pasted into benchmarks/RESULTS.md), progress on
-stderr. Cost on the 2-core CPU: about 10 minutes, most of it the pair-by-pair baseline and
-torch-cka (their float64 runs included).
+stderr. Cost on the 2-core CPU: about 17 minutes, most of it the pair-by-pair baseline,
+torch-cka (their float64 runs included) and pytorch-cka on 8 models.
 """
 
 from __future__ import annotations
@@ -66,17 +67,9 @@ from models import cifar_resnet  # noqa: E402
 # ------------------------------------------------------------------ models as the peers see them
 
 
-class Taps(nn.Module):
-    """Wrap a model so that forward hooks on `taps.<i>` capture `forward_layers(x)[i]`."""
-
-    def __init__(self, model: nn.Module, n_layers: int) -> None:
-        super().__init__()
-        self.model = model
-        self.taps = nn.ModuleList(nn.Identity() for _ in range(n_layers))
-        self.train(model.training)  # restoring the wrapper's mode must not flip the model's
-
-    def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [tap(out) for tap, out in zip(self.taps, self.model.forward_layers(x))]
+class Tapped(nn.Module):
+    """A model whose `forward_layers(x)[i]` passes through the identity module `taps.<i>`,
+    where the peers' forward hooks capture it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_layers(x)[-1]
@@ -85,7 +78,22 @@ class Taps(nn.Module):
         return [f"taps.{i}" for i in range(len(self.taps))]
 
 
-class Replay(nn.Module):
+class Taps(Tapped):
+    """Wrap a model's `forward_layers`; with `dtype`, the taps emit copies in that dtype."""
+
+    def __init__(self, model: nn.Module, n_layers: int, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.taps = nn.ModuleList(nn.Identity() for _ in range(n_layers))
+        self.train(model.training)  # restoring the wrapper's mode must not flip the model's
+
+    def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = self.model.forward_layers(x)
+        return [tap(out if self.dtype is None else out.to(self.dtype))
+                for tap, out in zip(self.taps, outs)]
+
+
+class Replay(Tapped):
     """A stand-in model returning pre-captured activations batch after batch (math-only timing)."""
 
     def __init__(self, captured: list[list[torch.Tensor]]) -> None:
@@ -100,12 +108,6 @@ class Replay(nn.Module):
 
     def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [tap(out) for tap, out in zip(self.taps, next(self._next))]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_layers(x)[-1]
-
-    def layer_names(self) -> list[str]:
-        return [f"taps.{i}" for i in range(len(self.taps))]
 
 
 # ------------------------------------------------------------------------------ implementations
@@ -169,6 +171,14 @@ def run_pytorch_cka(a, b, x, batch_size, device):
     return matrices[0].cpu().double().numpy()
 
 
+def run_pytorch_cka_float64(a, b, x, batch_size, device):
+    """pytorch-cka fed float64 activations with float64 sums: its cheapest configuration whose
+    CKA is within 1e-6 (its float32 formula is off by up to 0.15, see RESULTS.md)."""
+    with default_dtype(torch.float64):
+        a, b = (Taps(m, len(m.taps), torch.float64) for m in (a, b))
+        return run_pytorch_cka(a, b, x, batch_size, device)
+
+
 def run_torch_cka(a, b, x, batch_size, device):
     import torch_cka  # torch-cka 0.21
 
@@ -189,6 +199,9 @@ IMPLEMENTATIONS: dict[str, tuple[str, Callable]] = {  # name: (estimator as comp
                      "formula and sums float64", run_pair_by_pair),
     "pytorch-cka 1.1.3": ("minibatch, unbiased HSIC term by term on stacked Grams; formula "
                           "and sums in the features' dtype; clamped to [0, 1]", run_pytorch_cka),
+    "pytorch-cka 1.1.3, float64 activations": ("the same, fed float64 copies of the float32 "
+                                               "activations, sums float64",
+                                               run_pytorch_cka_float64),
     "torch-cka 0.21": ("minibatch, unbiased HSIC term by term (tr(KL) by an n^3 matmul, "
                        "column Grams rebuilt per row layer); formula and sums in the "
                        "features' dtype", run_torch_cka),
@@ -321,11 +334,11 @@ def two_model_workload(args, device: torch.device) -> None:
               f"{np.abs(cka32[name] - reference).max():.1e} |")
 
 
-def all_pairs_workload(args, device: torch.device) -> None:
+def all_pairs_workload(args, n_models: int, device: torch.device) -> None:
     """M ResNet-20s, every pair of models (within-model included): one repsweep accumulation
     of all M x 12 layers against one pytorch-cka run per model pair."""
     models = []
-    for seed in range(args.models):
+    for seed in range(n_models):
         torch.manual_seed(seed)
         models.append(cifar_resnet(20, 1).eval().to(device))
     n_layers = len(models[0].layer_info((3, 32, 32)))
@@ -350,15 +363,15 @@ def all_pairs_workload(args, device: torch.device) -> None:
                 out[j * n_layers:(j + 1) * n_layers, i * n_layers:(i + 1) * n_layers] = block.T
         return out
 
-    print(f"all pairs of {args.models} models:", file=sys.stderr)
+    print(f"all pairs of {n_models} models:", file=sys.stderr)
     seconds, outputs = timed_rounds(
         {"repsweep": lambda: timed(repsweep_all, device),
          "pytorch-cka 1.1.3": lambda: timed(pytorch_cka_all, device)}, args.repeats)
-    pairs = args.models * (args.models + 1) // 2
-    print(f"\n### All pairs of {args.models} ResNet-20x1 models (seeds 0-{args.models - 1}), "
+    pairs = n_models * (n_models + 1) // 2
+    print(f"\n### All pairs of {n_models} ResNet-20x1 models (seeds 0-{n_models - 1}), "
           f"within-model included\n")
     print(f"Same probe set and batches; float32. repsweep: one accumulation of all "
-          f"{args.models * n_layers} layers (one forward per model per batch); pytorch-cka: "
+          f"{n_models * n_layers} layers (one forward per model per batch); pytorch-cka: "
           f"one compute_cka per model pair ({pairs} runs).\n")
     print("| implementation | end-to-end s | repsweep faster by | max abs CKA diff vs repsweep "
           "(float32 runs) |")
@@ -376,7 +389,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="examples per minibatch")
     parser.add_argument("--repeats", type=int, default=3,
                         help=f"timed rounds, best reported (runs over {SLOW_S:.0f} s: once)")
-    parser.add_argument("--models", type=int, default=4,
+    parser.add_argument("--models", type=int, nargs="+", default=[4, 8],
                         help="models in the all-pairs workload (0: skip it)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--skip", nargs="*", default=[], choices=list(IMPLEMENTATIONS)[1:],
@@ -395,8 +408,8 @@ def main() -> None:
           f"torch {torch.__version__}, Python {platform.python_version()}, device {device}, "
           f"load average before the run {os.getloadavg()[0]:.2f}")
     two_model_workload(args, device)
-    if args.models:
-        all_pairs_workload(args, device)
+    for n_models in filter(None, args.models):
+        all_pairs_workload(args, n_models, device)
 
 
 def cpu_name() -> str:

@@ -96,10 +96,11 @@ def _timed(fn, *args) -> float:
 
 def _forward_only(store: SweepStore, ids: tuple[str, ...], x: torch.Tensor, batches: list[int],
                   device: torch.device) -> float:
-    """Seconds for the tile's forward passes alone (same models, same batch sizes)."""
+    """Seconds for the tile's forward passes alone (the same inference copies and batch sizes)."""
     from orchestrator.train import model_from_bytes
 
-    models = [model_from_bytes(store.read_bytes("checkpoints", f"{t}.pt"), t)[0].to(device) for t in ids]
+    models = [model_from_bytes(store.read_bytes("checkpoints", f"{t}.pt"), t)[0].inference_copy().to(device)
+              for t in ids]
     with torch.inference_mode():
         for m in models:  # warm-up
             m.forward_layers(x[:batches[0]])
