@@ -120,7 +120,7 @@ class CifarResNet(nn.Module):
         """A copy for probing only: BatchNorm folded into each convolution, channels_last.
 
         Same function as the model in eval mode, to float rounding (~1e-6 relative); its
-        forward passes run about 1.4x faster on the 2-core dev machine (ResNet-20 and -32 on
+        forward passes run 1.2-1.4x faster on the 2-core dev machine (ResNet-20 and -32 on
         3x32x32 inputs, benchmarks/RESULTS.md). Outputs are channels_last: flatten them in
         memory order (the CKA engine does). It has no BatchNorm left, so it cannot be trained.
         """
