@@ -180,6 +180,11 @@ def _header(field: str, prefix: str, *, fmt: str = "", sort: str = "ascending") 
                                                                     labelFontSize=12))
 
 
+def _within_pairs(trials: pd.DataFrame, *facets: str) -> pd.DataFrame:
+    """Each trial paired with itself: columns `facets`, trial_a, trial_b."""
+    return trials.assign(trial_a=trials["trial_id"], trial_b=trials["trial_id"])[[*facets, "trial_a", "trial_b"]]
+
+
 def figure1(res: Results, *, data_fraction: float | None = None, seed: int | None = None) -> alt.FacetChart:
     """Within-model CKA of every architecture, width across and depth down (paper's Figure 1)."""
     import altair as alt
@@ -188,10 +193,7 @@ def figure1(res: Results, *, data_fraction: float | None = None, seed: int | Non
     frac = _choose(trials, "data_fraction", data_fraction, max)
     trials = trials[trials["data_fraction"] == frac]
     seed = _choose(trials, "seed", seed, min)
-    chosen = trials[trials["seed"] == seed]
-    pairs = chosen.assign(trial_a=chosen["trial_id"], trial_b=chosen["trial_id"])[
-        ["depth", "width", "trial_a", "trial_b"]]
-    cells, notes = _heatmap_data(res, pairs)
+    cells, notes = _heatmap_data(res, _within_pairs(trials[trials["seed"] == seed], "depth", "width"))
     notes.insert(0, "linear CKA between every two layers of each model; layer 0 is the stem, the last the logits")
     return _heatmap(cells, row=alt.Row(**_header("depth", "depth")),
                     column=alt.Column(**_header("width", "width")), notes=notes,
@@ -209,10 +211,7 @@ def fractions(res: Results, *, depth: int | None = None, width: int | None = Non
     width = _choose(trials, "width", width, max)
     trials = trials[trials["width"] == width]
     seed = _choose(trials, "seed", seed, min)
-    chosen = trials[trials["seed"] == seed]
-    pairs = chosen.assign(trial_a=chosen["trial_id"], trial_b=chosen["trial_id"])[
-        ["data_fraction", "trial_a", "trial_b"]]
-    cells, notes = _heatmap_data(res, pairs)
+    cells, notes = _heatmap_data(res, _within_pairs(trials[trials["seed"] == seed], "data_fraction"))
     notes.insert(0, "linear CKA between every two layers; layer 0 is the stem, the last the logits")
     return _heatmap(cells, row=None, notes=notes,
                     column=alt.Column(**_header("data_fraction", "data fraction", fmt="~g", sort="descending")),

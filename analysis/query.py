@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from analysis.tables import SCHEMAS, SweepStore, TableError
+from analysis.tables import SCHEMAS, SweepStore, TableError, table_schema, unknown_table
 
 if TYPE_CHECKING:
     import duckdb
@@ -67,7 +67,7 @@ class Results:
         it; None keeps rows where the column is null. E.g. ``table("trials", depth=[8, 56],
         status="done")``.
         """
-        known = self._columns(name)
+        known = table_schema(name).names
         unknown = [c for c in [*(columns or []), *filters] if c not in known]
         if unknown:
             raise TableError(f"table '{name}' has no column {', '.join(map(repr, unknown))}; "
@@ -98,7 +98,8 @@ class Results:
             except (pa.ArrowInvalid, OSError) as e:
                 raise TableError(f"table '{name}': a part is unreadable ({e}); delete it and re-run the "
                                  f"stage that writes it") from e
-            rows.append({"table": name, "rows": n_rows, "parts": len(self.store.part_keys(name)),
+            parts = len(getattr(self._datasets[name], "files", []))  # an empty table: in memory
+            rows.append({"table": name, "rows": n_rows, "parts": parts,
                          "columns": [f"{c} {t}" for c, t in zip(desc["column_name"], desc["column_type"])]})
         return pd.DataFrame(rows)
 
@@ -109,11 +110,6 @@ class Results:
         for name, dataset in self._datasets.items():
             self._con.register(name, dataset)
 
-    def _columns(self, name: str) -> list[str]:
-        if name not in SCHEMAS:
-            raise TableError(f"unknown table '{name}'; tables are {', '.join(SCHEMAS)}")
-        return SCHEMAS[name].names
-
     def _explain(self, e: duckdb.Error, query: str) -> str:
         """DuckDB's error as one line naming what exists."""
         import duckdb
@@ -123,7 +119,7 @@ class Results:
         first = first.replace("Values list ", "Table ")  # DuckDB's name for a registered view
         missing_table = re.search(r"Table with name (\S+) does not exist", text)
         if isinstance(e, duckdb.CatalogException) and missing_table:
-            return f"unknown table '{missing_table.group(1)}'; tables are {', '.join(SCHEMAS)}"
+            return str(unknown_table(missing_table.group(1)))
         if isinstance(e, duckdb.BinderException) and "column" in first:
             try:
                 used = sorted(t for t in duckdb.get_table_names(query) if t in SCHEMAS)

@@ -145,7 +145,7 @@ class SweepStore:
     # ----------------------------------------------------------------- tables
     def write_part(self, table: str, key: str, rows: pd.DataFrame | list[dict]) -> None:
         """Replace the part `key` of `table` with `rows`, checked against the table's schema."""
-        schema = _schema(table)
+        schema = table_schema(table)
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=schema.names)
         missing = [c for c in schema.names if c not in df.columns]
         if missing:
@@ -153,14 +153,14 @@ class SweepStore:
         arrow = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
         buf = io.BytesIO()
         pq.write_table(arrow, buf)
-        self.write_bytes(buf.getvalue(), "tables", table, f"{key}.parquet")  # see part_path
+        self.write_bytes(buf.getvalue(), *_part(table, key))
 
     def part_path(self, table: str, key: str) -> str:
         """Where the part `key` of `table` lives (a path on `self.fs`)."""
-        return self.path("tables", table, f"{key}.parquet")
+        return self.path(*_part(table, key))
 
     def has_part(self, table: str, key: str) -> bool:
-        return self.fs.get_file_info(self.part_path(table, key)).type != pafs.FileType.NotFound
+        return self.exists(*_part(table, key))
 
     def delete_part(self, table: str, key: str) -> None:
         self.fs.delete_file(self.part_path(table, key))
@@ -176,7 +176,7 @@ class SweepStore:
         return self._read(table, self.part_keys(table))
 
     def _read(self, table: str, keys: list[str]) -> pd.DataFrame:
-        schema = _schema(table)
+        schema = table_schema(table)
         parts = []
         for key in keys:
             p = self.part_path(table, key)
@@ -188,7 +188,17 @@ class SweepStore:
         return arrow.to_pandas()
 
 
-def _schema(table: str) -> pa.Schema:
+def _part(table: str, key: str) -> tuple[str, str, str]:
+    """The file of one table part, as path parts below the sweep's root."""
+    return "tables", table, f"{key}.parquet"
+
+
+def table_schema(table: str) -> pa.Schema:
+    """The schema of `table`; TableError naming every table if there is none of that name."""
     if table not in SCHEMAS:
-        raise TableError(f"unknown table '{table}'; tables are {', '.join(SCHEMAS)}")
+        raise unknown_table(table)
     return SCHEMAS[table]
+
+
+def unknown_table(table: str) -> TableError:
+    return TableError(f"unknown table '{table}'; tables are {', '.join(SCHEMAS)}")

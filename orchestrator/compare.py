@@ -212,8 +212,9 @@ def compare(spec: SweepSpec, store: SweepStore, *, progress: Any = None) -> dict
     log.info("plan: %d model pairs, %d layer pairs, %d tiles (%d to run)",
              len(plan.pairs), plan.n_layer_pairs, len(plan.tiles), len(todo))
     bar = progress(plan, len(todo)) if progress else None
+    to_run = {t.key for t in todo}
     for t in plan.tiles:  # finished by an earlier run that was cut off before its tiles row
-        if t not in todo and not store.has_part("tiles", t.key):
+        if t.key not in to_run and not store.has_part("tiles", t.key):
             _tile_row(store, t, "done", n_rows=len(store.read_part("cka", t.key)))
     c = spec.compare
     failed: dict[str, str] = {}

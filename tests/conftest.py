@@ -7,8 +7,11 @@ import os
 import pickle
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,40 @@ def kill_ray_processes(temp_dir: str) -> None:
         if not found:
             return
         time.sleep(0.5)
+
+
+def cli_env(prefix: str) -> dict[str, str]:
+    """Environment for a `repsweep` subprocess with a Ray temp dir of its own (RAY_TMPDIR)."""
+    return {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix=prefix, dir="/tmp")}
+
+
+def kill_cli_when(args: list[str], env: dict[str, str], ready: Callable[[], bool], *,
+                  timeout: float) -> bool:
+    """Start `repsweep ARGS`; kill -9 it and its Ray as soon as ready() holds (or after
+    timeout seconds). Returns whether ready() held."""
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if ready():
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kill_ray_processes(env["RAY_TMPDIR"])
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `repsweep ARGS` to the end (4 minutes at most), then end its Ray's processes."""
+    try:
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=240)
+    finally:
+        kill_ray_processes(env["RAY_TMPDIR"])
 
 
 @pytest.fixture(scope="session")

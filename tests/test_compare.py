@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +14,7 @@ from analysis.tables import SweepStore
 from orchestrator.cli import main
 from orchestrator.compare import plan_comparison, run_tile, select_pairs
 from orchestrator.sweep import load_sweep
-from tests.conftest import copy_sweep, kill_ray_processes
+from tests.conftest import cli_env, copy_sweep, kill_cli_when, kill_ray_processes, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -85,26 +80,12 @@ def test_comparison_killed_halfway_finishes_with_no_duplicated_or_missing_rows(s
     spec, store = load_sweep(str(sweep))
     plan = plan_comparison(spec, store)
     assert len(plan.tiles) == 8
-    ray_tmp = tempfile.mkdtemp(prefix="rs-cmp-", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    cmd = [sys.executable, "-m", "orchestrator.cli", "compare", str(sweep)]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and len(store.part_keys("cka")) < 2:
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        kill_ray_processes(ray_tmp)
+    env = cli_env("rs-cmp-")
+    kill_cli_when(["compare", str(sweep)], env, lambda: len(store.part_keys("cka")) >= 2, timeout=180)
     done_before = store.part_keys("cka")
     assert 2 <= len(done_before) < 8, f"{len(done_before)} tiles finished before the kill"
     kept = {k: (sweep / "tables" / "cka" / f"{k}.parquet").stat().st_mtime_ns for k in done_before}
-    try:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    finally:
-        kill_ray_processes(ray_tmp)
+    out = run_cli(["compare", str(sweep)], env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"8 tiles ({8 - len(done_before)} to run)" in out.stdout
     cka = store.read_table("cka")

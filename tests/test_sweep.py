@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +11,7 @@ from analysis.tables import SweepStore
 from orchestrator.cli import main
 from orchestrator.grid import expand_grid
 from orchestrator.spec import load_spec
-from tests.conftest import kill_ray_processes
+from tests.conftest import cli_env, kill_cli_when, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -73,34 +68,20 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
                      training={"epochs": 30, "warmup_epochs": 1})
     spec = load_spec(path)
     sweep = tmp_path / "results" / "tiny"
-    ray_tmp = tempfile.mkdtemp(prefix="rs-kill-", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    cmd = [sys.executable, "-m", "orchestrator.cli"]
-    proc = subprocess.Popen([*cmd, "run", str(path)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = cli_env("rs-kill-")
     store = SweepStore(str(sweep))
-    try:
-        deadline = time.time() + 200
-        while time.time() < deadline:
-            trials = store.read_table("trials") if store.exists("tables", "trials") else None
-            if trials is not None and (trials["status"] == "done").any():
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("no trial finished within 200 s")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        kill_ray_processes(ray_tmp)
+
+    def a_trial_is_done() -> bool:
+        return store.exists("tables", "trials") and (store.read_table("trials")["status"] == "done").any()
+
+    if not kill_cli_when(["run", str(path)], env, a_trial_is_done, timeout=200):
+        pytest.fail("no trial finished within 200 s")
     done_before = store.read_table("trials").query("status == 'done'")
     assert len(done_before) == 1, "the long trial finished before the kill; lengthen it"
     finished = sweep / "tables" / "trials" / f"{done_before['trial_id'].iloc[0]}.parquet"
     mtime = finished.stat().st_mtime_ns
 
-    try:
-        out = subprocess.run([*cmd, "resume", str(sweep)], env=env, capture_output=True, text=True, timeout=240)
-    finally:
-        kill_ray_processes(ray_tmp)
+    out = run_cli(["resume", str(sweep)], env)
     assert out.returncode == 0, out.stderr[-2000:]
     t = _tables(sweep)
     assert len(t["trials"]) == 2 and (t["trials"]["status"] == "done").all()
@@ -111,7 +92,6 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
     runs = sorted((sweep / "tune").iterdir())
     assert len(runs) == 2
     ckpts = sorted((runs[1] / long_id).glob("checkpoint_*"))
-    import json
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
     assert meta["epoch"] == 29 and int(ckpts[-1].name.split("_")[1]) < 29
 
