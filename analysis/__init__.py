@@ -1,13 +1,14 @@
-"""Analysis of a sweep: the CKA engine, table schemas and storage, queries, charts, report.
+"""Analysis of a sweep: the CKA engine, the tables and their storage, queries, charts, report.
 
 Heavy libraries (Altair, DuckDB, vl-convert) load only when a query, chart or report is made,
-so `import analysis` stays light for Ray workers.
+so `import repsweep.analysis` stays light for Ray workers.
 """
 
-from analysis.cka import MIN_BATCH, CKAAccumulator, CKAResult, combine, linear_cka, minibatch_cka
-from analysis.probe import probe_batches
-from analysis.query import Results, open_results
-from analysis.tables import SCHEMAS, SweepStore, TableError
+from repsweep.analysis.cka import MIN_BATCH, CKAAccumulator, CKAResult, combine, linear_cka, minibatch_cka
+from repsweep.analysis.query import Results, open_results
+from repsweep.analysis.schemas import SCHEMAS, TableError
+from repsweep.analysis.store import SweepStore
+from repsweep.analysis.stream import stream_batches
 
 __all__ = ["MIN_BATCH", "CKAAccumulator", "CKAResult", "Results", "SCHEMAS", "SweepStore", "TableError",
-           "combine", "linear_cka", "minibatch_cka", "open_results", "probe_batches"]
+           "combine", "linear_cka", "minibatch_cka", "open_results", "stream_batches"]

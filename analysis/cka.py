@@ -11,20 +11,9 @@ zeroed. HSIC1(K, L) = <U(K), U(L)> / (n(n-3)) with U the U-centring of Szekely &
 Stat. 2014, sec. 4.1), so each layer's Gram is built and U-centred once, flattened to a row of
 G, and one matmul S += G G' / (n(n-3)) gives every layer pair (DESIGN.md, "The CKA engine").
 
-Numerics, chosen for speed without giving up float64 results:
-
-* Grams are computed in the activations' dtype: float64 inputs give float64 Grams; float32
-  (and half, bfloat16, integer) inputs give float32 Grams: the Gram is the only O(n^2 d) step,
-  and float32 makes it about 5x faster on CPU (n = 256, d = 16,384, measured on the 2-core dev
-  machine). Everything after the Gram (U-centring, products, sums) is float64.
-* Before its Gram each layer is shifted by the batch's first example, x_i -> x_i - x_0. HSIC1
-  and the double-centred Gram are unchanged by any shift (it adds terms a1' + 1a' to K,
-  which U-centring and double centring remove), but the shifted Gram no longer carries the
-  large common mean of post-ReLU activations, so float32 Grams keep their precision, and a
-  constant layer gives an exactly zero Gram.
-* CKA is NaN (undefined) where a layer's summed self-HSIC is <= 0: a constant or all-zero
-  layer, or estimator noise on a near-constant one. Cross values of the unbiased estimator
-  can be slightly negative; they are kept, not clamped.
+The Gram matrices, their centring and the first principal component are computed in
+`analysis/gram.py`, whose docstring explains the numerics (float32 Grams, the shift by the
+first example, NaN for constant layers).
 """
 
 from __future__ import annotations
@@ -36,118 +25,19 @@ from functools import reduce
 
 import numpy as np
 import torch
-from torch import nn
 
-from analysis.probe import probe_batches
+from repsweep.analysis.gram import double_centre, pc1_fraction, shifted_grams, u_centre_
+from repsweep.analysis.stream import stream_batches
+from repsweep.models.interface import RepresentationModel
 
 logger = logging.getLogger(__name__)
 
 MIN_BATCH = 4  # examples; HSIC1 divides by n(n-3) (Song et al. 2012), so it needs n >= 4
-
-
-# ----------------------------------------------------------------------- Grams and centring
-
-
-def _shifted_grams(
-    layers: Sequence[torch.Tensor], names: Sequence[str], device: torch.device
-) -> torch.Tensor:
-    """Linear Grams of each layer, shifted by the first example: R x (n, ...) -> (R, n, n) float64.
-
-    Raises ValueError naming the layer if its batch size differs or its Gram is not finite
-    (NaN or inf activations, or a float32 overflow).
-    """
-    n = layers[0].shape[0]
-    grams = torch.empty(len(layers), n, n, dtype=torch.float64, device=device)
-    for i, (x, name) in enumerate(zip(layers, names)):
-        if x.shape[0] != n:
-            raise ValueError(
-                f"layer {name!r} has {x.shape[0]} examples, but layer {names[0]!r} has {n}: "
-                "every layer of a batch must share its first dimension"
-            )
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # see module doc
-        x = _features(x.detach()).to(device=device, dtype=dtype)  # (n, d)
-        _gram(x - x[:1], out=grams[i])  # shifted by the first example: see module docstring
-    finite = torch.isfinite(grams.diagonal(dim1=-2, dim2=-1)).all(dim=-1)  # (R,)
-    if not bool(finite.all()):
-        bad = [names[i] for i in torch.nonzero(~finite).flatten().tolist()]
-        raise ValueError(
-            f"non-finite activations (NaN or inf) in layer(s) {bad}: CKA is undefined; "
-            "check the model's outputs for these layers (diverged weights, overflow)"
-        )
-    return grams
-
-
-def _features(x: torch.Tensor) -> torch.Tensor:
-    """Flatten (n, ...) activations to (n, d) in memory order, without a copy where possible.
-
-    The Gram sums over features, so their order is free: a channels_last (n, C, H, W) batch
-    is read as (n, H, W, C), which is a view, where reshape(n, -1) would copy it.
-    """
-    order = sorted(range(1, x.dim()), key=lambda i: -x.stride(i))  # outermost feature dim first
-    return x.permute(0, *order).reshape(x.shape[0], -1)  # (n, d)
-
-
-GRAM_BLOCK = 64  # examples per row block of a CPU Gram; measured best of 32/64/128 for n = 256
-
-
-def _gram(x: torch.Tensor, *, out: torch.Tensor) -> None:
-    """out = x x' for x (n, d): on CPU with d > n, each block pair of the symmetric Gram once.
-
-    Row blocks of GRAM_BLOCK examples: 10 of the 16 block products for n = 256, 1.2-1.25x
-    faster than one matmul for d = 4,096-16,384 on the 2-core dev machine (MKL has no
-    symmetric rank-k product in torch). On GPUs, and for narrow layers, one matmul is faster.
-    """
-    n, d = x.shape
-    if x.device.type != "cpu" or d <= n:
-        out.copy_(x @ x.T)
-        return
-    blocks = x.split(GRAM_BLOCK)
-    for i, xi in enumerate(blocks):
-        rows = slice(i * GRAM_BLOCK, i * GRAM_BLOCK + len(xi))
-        for j in range(i, len(blocks)):
-            cols = slice(j * GRAM_BLOCK, j * GRAM_BLOCK + len(blocks[j]))
-            block = xi @ blocks[j].T  # (|rows|, |cols|)
-            out[rows, cols] = block
-            if j != i:
-                out[cols, rows] = block.T
-
-
-def _u_centre_(grams: torch.Tensor) -> torch.Tensor:
-    """U-centre a stack of symmetric Grams in place: (R, n, n) -> (R, n, n).
-
-    Szekely & Rizzo 2014, sec. 4.1: for i != j, U(K)_ij = K~_ij - r_i/(n-2) - r_j/(n-2)
-    + s/((n-1)(n-2)) with r the row sums and s the total sum of K~; U(K)_ii = 0.
-    """
-    n = grams.shape[-1]
-    grams.diagonal(dim1=-2, dim2=-1).zero_()  # K~
-    r = grams.sum(dim=-1)  # (R, n)
-    s = r.sum(dim=-1)  # (R,)
-    grams -= r[:, :, None] / (n - 2)
-    grams -= r[:, None, :] / (n - 2)
-    grams += (s / ((n - 1) * (n - 2)))[:, None, None]
-    grams.diagonal(dim1=-2, dim2=-1).zero_()
-    return grams
-
-
-def _double_centre(grams: torch.Tensor) -> torch.Tensor:
-    """H K H with H = I - 11'/n (Kornblith et al. 2019, eq. 3): (R, n, n) -> (R, n, n)."""
-    return (
-        grams
-        - grams.mean(dim=-1, keepdim=True)
-        - grams.mean(dim=-2, keepdim=True)
-        + grams.mean(dim=(-2, -1), keepdim=True)
-    )
-
-
-def _pc1_fraction(grams: torch.Tensor) -> torch.Tensor:
-    """First principal component's share of variance per layer: (R, n, n) -> (R,).
-
-    lambda_max(HKH) / tr(HKH): the eigenvalues of the double-centred Gram are the squared
-    singular values of the centred features. NaN for a constant layer (0 / 0).
-    """
-    centred = _double_centre(grams)
-    top = torch.linalg.eigvalsh(centred)[:, -1]  # (R,) eigenvalues ascend
-    return top / centred.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
+# What float32 activations promise: CKA to 1e-6 absolute. Their Grams round at float32's
+# epsilon (1.2e-7 relative) in a summation order that changes with the thread count and CPU;
+# measured: within 4.5e-8 of the float64 CKA of the same ResNets (benchmarks/RESULTS.md), and
+# 1.4e-8 apart between 1 and 2 torch threads. float64 activations give float64 CKA (~1e-12).
+FLOAT32_CKA_ATOL = 1e-6
 
 
 # ------------------------------------------------------------------------------ results
@@ -315,17 +205,17 @@ class CKAAccumulator:
         scale = 1.0 / (n * (n - 3))  # HSIC1 = <U(K), U(L)> / (n(n-3))
 
         # both sides' Grams first, so a non-finite layer raises before any sum changes
-        g_x = _shifted_grams(rows, row_names, self.device)  # (R_x, n, n)
-        g_y = None if cols is None else _shifted_grams(cols, col_names, self.device)  # (R_y, n, n)
+        g_x = shifted_grams(rows, row_names, self.device)  # (R_x, n, n)
+        g_y = None if cols is None else shifted_grams(cols, col_names, self.device)  # (R_y, n, n)
         if self.pc1:
-            self._pc1_x += _pc1_fraction(g_x)
+            self._pc1_x += pc1_fraction(g_x)
             if g_y is not None:
-                self._pc1_y += _pc1_fraction(g_y)
-        g_x = _u_centre_(g_x).reshape(len(rows), n * n)  # (R_x, n^2)
+                self._pc1_y += pc1_fraction(g_y)
+        g_x = u_centre_(g_x).reshape(len(rows), n * n)  # (R_x, n^2)
         if g_y is None:
             self._hsic_xy.addmm_(g_x, g_x.T, alpha=scale)  # S += G G' / (n(n-3))
         else:
-            g_y = _u_centre_(g_y).reshape(len(cols), n * n)  # (R_y, n^2)
+            g_y = u_centre_(g_y).reshape(len(cols), n * n)  # (R_y, n^2)
             self._hsic_xy.addmm_(g_x, g_y.T, alpha=scale)  # S_xy += G_x G_y' / (n(n-3))
             self._hsic_xx += torch.linalg.vector_norm(g_x, dim=-1) ** 2 * scale
             self._hsic_yy += torch.linalg.vector_norm(g_y, dim=-1) ** 2 * scale
@@ -386,8 +276,8 @@ def linear_cka(
         raise ValueError(f"x has {x.shape[0]} examples and y has {y.shape[0]}: they must match")
     if debiased and x.shape[0] < MIN_BATCH:
         raise ValueError(f"debiased CKA needs at least {MIN_BATCH} examples, got {x.shape[0]}")
-    grams = _shifted_grams([x, y.to(x.device)], ("x", "y"), x.device)  # (2, n, n)
-    grams = _u_centre_(grams) if debiased else _double_centre(grams)
+    grams = shifted_grams([x, y.to(x.device)], ("x", "y"), x.device)  # (2, n, n)
+    grams = u_centre_(grams) if debiased else double_centre(grams)
     flat = grams.reshape(2, -1)  # (2, n^2)
     hsic = flat @ flat.T  # (2, 2); normalisations cancel in CKA
     if hsic[0, 0] <= 0 or hsic[1, 1] <= 0:
@@ -399,8 +289,8 @@ def linear_cka(
 
 
 def minibatch_cka(
-    model_a: nn.Module,
-    model_b: nn.Module,
+    model_a: RepresentationModel,
+    model_b: RepresentationModel,
     x: torch.Tensor,
     *,
     batch_size: int = 256,
@@ -412,10 +302,9 @@ def minibatch_cka(
     """Minibatch CKA between every layer of model_a (rows) and every layer of model_b (cols).
 
     Both models run in eval mode under ``torch.inference_mode`` on the same batches of the
-    probe set ``x`` (``probe_batches``); their training flags are restored afterwards. Each
-    model exposes ``forward_layers(x) -> list[Tensor]``; layer names come from its
-    ``layer_info(input_shape)`` and the forward passes from its ``inference_copy()`` (a
-    faster equivalent, e.g. BatchNorm folded) where it has them.
+    probe set ``x`` (``stream_batches``); their training flags are restored afterwards. Layer
+    names come from each model's ``layer_info``, the forward passes from its
+    ``inference_copy()`` (a faster equivalent, e.g. BatchNorm folded; models/interface.py).
 
     Returns
     -------
@@ -423,20 +312,15 @@ def minibatch_cka(
         ``.cka()`` is the (L_a, L_b) matrix; ``hsic_xx`` / ``hsic_yy`` the self terms.
     """
     device = torch.device(device) if device is not None else next(model_a.parameters()).device
-    names = [
-        tuple(i.layer_name for i in m.layer_info(tuple(x.shape[1:])))
-        if hasattr(m, "layer_info") else None
-        for m in (model_a, model_b)
-    ]
+    names = [tuple(i.layer_name for i in m.layer_info(tuple(x.shape[1:]))) for m in (model_a, model_b)]
     acc = CKAAccumulator(row_names=names[0], col_names=names[1], pc1=pc1, device=device)
     training = (model_a.training, model_b.training)
     model_a.eval()
     model_b.eval()
     try:
-        run_a, run_b = (m.inference_copy() if hasattr(m, "inference_copy") else m
-                        for m in (model_a, model_b))
+        run_a, run_b = model_a.inference_copy(), model_b.inference_copy()
         with torch.inference_mode():
-            for idx in probe_batches(len(x), batch_size=batch_size, passes=passes, seed=seed):
+            for idx in stream_batches(len(x), batch_size=batch_size, passes=passes, seed=seed):
                 batch = x[idx.to(x.device)].to(device)
                 acc.update(run_a.forward_layers(batch), run_b.forward_layers(batch))
     finally:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from analysis.tables import SCHEMAS, SweepStore, TableError, table_schema, unknown_table
+from repsweep.analysis.schemas import SCHEMAS, TableError, table_schema, unknown_table
+from repsweep.analysis.store import SweepStore
 
 if TYPE_CHECKING:
     import duckdb

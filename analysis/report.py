@@ -23,9 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.charts import CHARTS
-from analysis.query import Results, open_results
-from analysis.tables import SweepStore, TableError
+from repsweep.analysis.charts import CHARTS
+from repsweep.analysis.query import Results, open_results
+from repsweep.analysis.schemas import TableError
+from repsweep.analysis.store import SweepStore
 
 log = logging.getLogger(__name__)
 

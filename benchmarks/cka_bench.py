@@ -60,9 +60,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from analysis.cka import CKAAccumulator, minibatch_cka  # noqa: E402
-from analysis.probe import probe_batches  # noqa: E402
-from models import cifar_resnet  # noqa: E402
+from repsweep.analysis.cka import CKAAccumulator, minibatch_cka  # noqa: E402
+from repsweep.analysis.stream import stream_batches  # noqa: E402
+from repsweep.models import CifarResNet  # noqa: E402
 
 # ------------------------------------------------------------------ models as the peers see them
 
@@ -138,7 +138,7 @@ def run_pair_by_pair(a, b, x, batch_size, device):
     """Baseline: the same estimator, one layer pair at a time, Grams rebuilt for every pair."""
     xy = xx = yy = None
     with torch.inference_mode():
-        for idx in probe_batches(len(x), batch_size=batch_size, passes=1, seed=0):
+        for idx in stream_batches(len(x), batch_size=batch_size, passes=1, seed=0):
             batch = x[idx].to(device)
             feats_a, feats_b = a.forward_layers(batch), b.forward_layers(batch)
             if xy is None:
@@ -158,7 +158,7 @@ def run_pair_by_pair(a, b, x, batch_size, device):
 
 def peer_loader(x: torch.Tensor, batch_size: int) -> DataLoader:
     """The probe stream's batches, in order, as a DataLoader (what the peers consume)."""
-    order = torch.cat(list(probe_batches(len(x), batch_size=batch_size, passes=1, seed=0)))
+    order = torch.cat(list(stream_batches(len(x), batch_size=batch_size, passes=1, seed=0)))
     return DataLoader(TensorDataset(x[order]), batch_size=batch_size, shuffle=False)
 
 
@@ -238,7 +238,7 @@ def timed(fn: Callable, device: torch.device) -> tuple[float, np.ndarray]:
 def capture(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device):
     with torch.inference_mode():
         return [[t.clone() for t in model.forward_layers(x[idx].to(device))]
-                for idx in probe_batches(len(x), batch_size=batch_size, passes=1, seed=0)]
+                for idx in stream_batches(len(x), batch_size=batch_size, passes=1, seed=0)]
 
 
 SLOW_S = 20.0  # seconds; slower implementations are timed once
@@ -263,9 +263,9 @@ def timed_rounds(runs: dict[str, Callable], repeats: int) -> tuple[dict, dict]:
 def two_model_workload(args, device: torch.device) -> None:
     """ResNet-20 vs ResNet-32: every implementation, timed and checked against repsweep."""
     torch.manual_seed(0)
-    model_a = cifar_resnet(20, 1).eval().to(device)
+    model_a = CifarResNet(20, 1).eval().to(device)
     torch.manual_seed(1)
-    model_b = cifar_resnet(32, 1).eval().to(device)
+    model_b = CifarResNet(32, 1).eval().to(device)
     info_a, info_b = model_a.layer_info((3, 32, 32)), model_b.layer_info((3, 32, 32))
     n_a, n_b = len(info_a), len(info_b)
     gram_gflop = 2 * args.batch_size**2 * sum(i.dim for i in info_a + info_b) / 1e9  # 2 n^2 sum d
@@ -289,7 +289,7 @@ def two_model_workload(args, device: torch.device) -> None:
     def forward_only(models):
         def go():
             with torch.inference_mode():
-                for idx in probe_batches(len(x), batch_size=args.batch_size, passes=1, seed=0):
+                for idx in stream_batches(len(x), batch_size=args.batch_size, passes=1, seed=0):
                     batch = x[idx].to(device)
                     models[0].forward_layers(batch), models[1].forward_layers(batch)
         return lambda: timed(go, device)
@@ -340,7 +340,7 @@ def all_pairs_workload(args, n_models: int, device: torch.device) -> None:
     models = []
     for seed in range(n_models):
         torch.manual_seed(seed)
-        models.append(cifar_resnet(20, 1).eval().to(device))
+        models.append(CifarResNet(20, 1).eval().to(device))
     n_layers = len(models[0].layer_info((3, 32, 32)))
     x = torch.randn(args.examples, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -348,7 +348,7 @@ def all_pairs_workload(args, n_models: int, device: torch.device) -> None:
         folded = [m.inference_copy() for m in models]
         acc = CKAAccumulator()
         with torch.inference_mode():
-            for idx in probe_batches(len(x), batch_size=args.batch_size, passes=1, seed=0):
+            for idx in stream_batches(len(x), batch_size=args.batch_size, passes=1, seed=0):
                 batch = x[idx].to(device)
                 acc.update([t for m in folded for t in m.forward_layers(batch)])
         return acc.result().cka()  # (M L, M L)

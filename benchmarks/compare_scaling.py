@@ -5,7 +5,7 @@
 
 For N models of one size (randomly initialised CIFAR ResNets on digits-shaped 1x8x8 inputs,
 360 probe examples = the digits test set, batch 256), it saves N checkpoints to a temporary
-sweep and times the real path, `orchestrator.compare.run_tile`, on one diagonal tile holding
+sweep and times the real path, `orchestrator.tiles.run_tile`, on one diagonal tile holding
 all N models (every layer pair of every model pair), plus the forward passes alone. It prints
 a markdown table: measured seconds, and the cost model's FLOPs per term,
 
@@ -25,14 +25,15 @@ import time
 
 import torch
 
-from analysis.probe import probe_batches
-from analysis.tables import SweepStore
-from models import count_flops
-from orchestrator.compare import Tile, run_tile
-from orchestrator.data import load_dataset
-from orchestrator.grid import expand_grid
-from orchestrator.spec import CompareSpec, DatasetSpec, GridSpec, SweepSpec
-from orchestrator.train import build, model_bytes
+from repsweep.analysis.stream import stream_batches
+from repsweep.analysis.store import SweepStore
+from repsweep.models import count_flops, model_bytes, model_from_bytes
+from repsweep.orchestrator.plan import Tile
+from repsweep.orchestrator.data import load_dataset
+from repsweep.orchestrator.grid import expand_grid
+from repsweep.orchestrator.spec import CompareSpec, DatasetSpec, GridSpec, SweepSpec
+from repsweep.orchestrator.tiles import run_tile
+from repsweep.orchestrator.train import build
 
 
 def main() -> None:
@@ -56,11 +57,13 @@ def main() -> None:
         store = SweepStore(f"{tmp}/bench")
         for t in trials:
             model = build(t, data, len(data.x_train), torch.device("cpu"))[0]
-            store.write_bytes(model_bytes(model, t, data), "checkpoints", f"{t.trial_id}.pt")
+            config = t.model_config(data.input_shape[0], data.num_classes)
+            store.write_bytes(model_bytes(model, config, data.input_shape, {"trial": t.to_dict()}),
+                              "checkpoints", f"{t.trial_id}.pt")
         model = build(trials[0], data, len(data.x_train), torch.device("cpu"))[0]
         info = model.layer_info(data.input_shape)
         flops_per_example = count_flops(model, data.input_shape)
-        batches = [len(i) for i in probe_batches(len(data.x_test), batch_size=256, passes=args.passes)]
+        batches = [len(i) for i in stream_batches(len(data.x_test), batch_size=256, passes=args.passes)]
         rows = []
         for n_models in args.models:
             ids = tuple(t.trial_id for t in trials[:n_models])
@@ -97,8 +100,6 @@ def _timed(fn, *args) -> float:
 def _forward_only(store: SweepStore, ids: tuple[str, ...], x: torch.Tensor, batches: list[int],
                   device: torch.device) -> float:
     """Seconds for the tile's forward passes alone (the same inference copies and batch sizes)."""
-    from orchestrator.train import model_from_bytes
-
     models = [model_from_bytes(store.read_bytes("checkpoints", f"{t}.pt"), t)[0].inference_copy().to(device)
               for t in ids]
     with torch.inference_mode():

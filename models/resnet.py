@@ -14,24 +14,13 @@ stem output, every residual block's output, pooled features, logits.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One captured representation: where it sits in the network and its flattened size."""
-
-    layer: int  # position in forward_layers(), 0 = stem
-    layer_name: str  # e.g. "stem", "stage2.block3", "pool", "logits"
-    layer_kind: str  # "stem" | "block" | "pool" | "logits"
-    stage: int  # 0 for the stem, 1..3 for blocks, 4 after the last stage
-    block: int  # index within the stage; 0 for stem, pool and logits
-    dim: int  # flattened features per example (channels x height x width)
+from repsweep.models.interface import LayerInfo, ModelConfig, ModelFamily, RepresentationModel
 
 
 class BasicBlock(nn.Module):
@@ -55,7 +44,23 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class ShortcutOnly(nn.Module):
+    """A BasicBlock with its residual branch removed: ReLU(shortcut(x)) (block deletion).
+
+    This is the block's output with the branch's contribution set to zero: an identity
+    shortcut passes its (post-ReLU, so non-negative) input through unchanged; a projection
+    shortcut keeps its 1x1 convolution and BatchNorm.
+    """
+
+    def __init__(self, block: BasicBlock) -> None:
+        super().__init__()
+        self.shortcut = block.shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.shortcut(x))
+
+
+class CifarResNet(RepresentationModel):
     """ResNet of depth 6n+2 and width multiplier k for images of any size."""
 
     def __init__(
@@ -68,10 +73,9 @@ class CifarResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}")
-        if width < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
+        problem = FAMILY.arch_problem(depth, width)
+        if problem:
+            raise ValueError(f"{problem[0]} must be {problem[1]}; got depth {depth}, width {width}")
         self.depth, self.width, self.n_blocks = depth, width, (depth - 2) // 6
         channels = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(
@@ -131,9 +135,22 @@ class CifarResNet(nn.Module):
                 block.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
                 block.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
                 block.bn1, block.bn2 = nn.Identity(), nn.Identity()
-                if isinstance(block.shortcut, nn.Sequential):
-                    block.shortcut = fuse_conv_bn_eval(*block.shortcut)
+            if isinstance(block, (BasicBlock, ShortcutOnly)) and isinstance(block.shortcut, nn.Sequential):
+                block.shortcut = fuse_conv_bn_eval(*block.shortcut)
         return fused.to(memory_format=torch.channels_last)
+
+    def residual_blocks(self) -> list[str]:
+        """Every residual block, by layer name: stage1.block0 ... stage3.block{n-1}."""
+        return [f"stage{s + 1}.block{b}" for s in range(3) for b in range(self.n_blocks)]
+
+    def without_block(self, name: str) -> CifarResNet:
+        """A copy with block `name`'s residual branch removed (`ShortcutOnly`); same layers."""
+        if name not in self.residual_blocks():
+            raise ValueError(f"no residual block '{name}'; blocks are {', '.join(self.residual_blocks())}")
+        stage, block = (int(part[len(prefix):]) for part, prefix in zip(name.split("."), ("stage", "block")))
+        cut = copy.deepcopy(self)
+        cut.stages[stage - 1][block] = ShortcutOnly(cut.stages[stage - 1][block])
+        return cut
 
     def layer_info(self, input_shape: tuple[int, int, int]) -> list[LayerInfo]:
         """Metadata of every captured layer for inputs of shape (channels, height, width)."""
@@ -154,19 +171,21 @@ class CifarResNet(nn.Module):
         return info
 
 
-def cifar_resnet(
-    depth: int,
-    width: int,
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    zero_init_residual: bool = False,
-) -> CifarResNet:
-    """Build a CIFAR ResNet of depth 6n+2 and width multiplier k (16k/32k/64k channels)."""
-    return CifarResNet(
-        depth,
-        width,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        zero_init_residual=zero_init_residual,
-    )
+class CifarResNetFamily(ModelFamily):
+    """The CIFAR ResNets of He et al. (2016), depth 6n+2, width multiplier k."""
+
+    name = "cifar_resnet"
+
+    def arch_problem(self, depth: int, width: int) -> tuple[str, str] | None:
+        if depth < 8 or (depth - 2) % 6:
+            return "depth", "6n+2 with n >= 1 (8, 14, 20, 26, 32, 38, 44, 56, 110, ...)"
+        if width < 1:
+            return "width", "a positive integer width multiplier"
+        return None
+
+    def build(self, config: ModelConfig) -> CifarResNet:
+        return CifarResNet(config.depth, config.width, in_channels=config.in_channels,
+                           num_classes=config.num_classes, zero_init_residual=config.zero_init_residual)
+
+
+FAMILY = CifarResNetFamily()

@@ -1,6 +1,6 @@
 """Sweep orchestration: spec, grid, data, the Ray Tune training stage and the CLI."""
 
-from orchestrator.grid import TrialConfig, expand_grid
-from orchestrator.spec import SpecError, SweepSpec, load_spec
+from repsweep.orchestrator.grid import TrialConfig, expand_grid
+from repsweep.orchestrator.spec import SpecError, SweepSpec, load_spec
 
 __all__ = ["SpecError", "SweepSpec", "TrialConfig", "expand_grid", "load_spec"]

@@ -8,7 +8,7 @@
     repsweep query SWEEP SQL   SQL over the tables (each one a view), as a table, CSV or JSON
     repsweep plot SWEEP KIND   one chart (figure1, pc1, ...) as HTML, PNG or SVG
     repsweep report SWEEP      the self-contained HTML report with every chart
-    repsweep demo              run examples/demo.yaml end to end on the bundled digits
+    repsweep demo              run the demo sweep (examples/demo.yaml) end to end on the bundled digits
 
 `run` and `demo` train, compare and write the report; the demo takes about 6 minutes on 2 cores.
 
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
-DEMO_SPEC = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
 log = logging.getLogger("repsweep")
 
@@ -99,9 +98,9 @@ def start_ray(address: str | None) -> None:
 # ----------------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.data import check_dataset
-    from orchestrator.spec import load_spec
-    from orchestrator.sweep import open_sweep
+    from repsweep.orchestrator.data import check_dataset
+    from repsweep.orchestrator.spec import load_spec
+    from repsweep.orchestrator.sweep import open_sweep
 
     spec = load_spec(args.spec)
     check_dataset(spec.dataset)
@@ -110,22 +109,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.data import check_dataset
-    from orchestrator.sweep import load_sweep
+    from repsweep.orchestrator.data import check_dataset
+    from repsweep.orchestrator.sweep import load_sweep
 
     spec, store = load_sweep(args.sweep)
     check_dataset(spec.dataset)
     return _train_and_report(spec, store, args)
 
 
+def demo_spec() -> Path:
+    """The demo's spec, from the installed package's data (`repsweep.examples`), not the source tree."""
+    from importlib.resources import files
+
+    return Path(str(files("repsweep.examples") / "demo.yaml"))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.spec = str(DEMO_SPEC)
+    args.spec = str(demo_spec())
     return cmd_run(args)
 
 
 def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
-    from orchestrator.grid import expand_grid
-    from orchestrator.sweep import train, trial_status
+    from repsweep.orchestrator.grid import expand_grid
+    from repsweep.orchestrator.sweep import train, trial_status
 
     start_ray(args.address)
     t0 = time.perf_counter()
@@ -140,7 +146,7 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
         print(f"training did not finish; continue with: repsweep resume {store.uri}")
         return 1
     rc = _compare(spec, store)
-    from analysis.report import write_report
+    from repsweep.analysis.report import write_report
 
     print(f"report: {write_report(store)}")
     print(f"tables: {store.uri_of('tables')}")
@@ -149,28 +155,29 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
     return rc
 
 
-def _tile_progress(plan: Any, todo: int) -> Any:
+def _progress(description: str, total: int) -> Any:
+    """Print what the comparison will do, then draw a bar over its jobs."""
     from tqdm import tqdm
 
-    print(f"comparison: {len(plan.pairs)} model pairs, {plan.n_layer_pairs} layer pairs, "
-          f"{len(plan.tiles)} tiles ({todo} to run)")
-    return tqdm(total=todo, unit="tile", desc="comparing", dynamic_ncols=True)
+    print(description)
+    return tqdm(total=total, unit="job", desc="comparing", dynamic_ncols=True)
 
 
 def _compare(spec: Any, store: Any) -> int:
-    from orchestrator.compare import compare
+    from repsweep.orchestrator.compare import compare
 
     t0 = time.perf_counter()
-    out = compare(spec, store, progress=_tile_progress)
+    out = compare(spec, store, progress=_progress)
     for key, err in out["failed"].items():
-        print(f"  failed tile {key}: {err}")
-    print(f"comparison: {len(out['plan'].tiles) - len(out['failed'])} of {len(out['plan'].tiles)} "
+        print(f"  failed {key}: {err}")
+    failed_tiles = sum(k.startswith("tile ") for k in out["failed"])
+    print(f"comparison: {len(out['plan'].tiles) - failed_tiles} of {len(out['plan'].tiles)} "
           f"tiles done in {time.perf_counter() - t0:.0f} s")
     return 1 if out["failed"] else 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from orchestrator.sweep import load_sweep
+    from repsweep.orchestrator.sweep import load_sweep
 
     spec, store = load_sweep(args.sweep)
     start_ray(args.address)
@@ -180,7 +187,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from orchestrator.sweep import load_sweep, trial_status
+    from repsweep.orchestrator.sweep import load_sweep, trial_status
 
     spec, store = load_sweep(args.sweep)
     st = trial_status(spec, store)
@@ -199,7 +206,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     """repsweep tables SWEEP: each table's row count, parts, and columns with their SQL types."""
     import textwrap
 
-    from analysis.query import open_results
+    from repsweep.analysis.query import open_results
 
     for _, t in open_results(args.sweep).tables().iterrows():
         print(f"{t['table']}  ({t['rows']:,} rows in {t['parts']} parts)")
@@ -212,7 +219,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     """repsweep query SWEEP SQL: the result as an aligned table, CSV or JSON (reads only)."""
     import pandas as pd
 
-    from analysis.query import open_results
+    from repsweep.analysis.query import open_results
 
     df = open_results(args.sweep).sql(args.sql)
     if args.format == "csv":
@@ -230,9 +237,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """repsweep plot SWEEP KIND --out FILE: one chart of analysis.charts.CHARTS, saved by suffix."""
-    from analysis.charts import make_chart
-    from analysis.query import open_results
-    from analysis.report import save_chart
+    from repsweep.analysis.charts import make_chart
+    from repsweep.analysis.query import open_results
+    from repsweep.analysis.report import save_chart
 
     options = {k: getattr(args, k) for k in ("data_fraction", "depth", "width", "seed", "a", "b")}
     chart = make_chart(args.kind, open_results(args.sweep), **options)
@@ -242,7 +249,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """repsweep report SWEEP: the self-contained HTML report (a few seconds)."""
-    from analysis.report import write_report
+    from repsweep.analysis.report import write_report
 
     print(write_report(args.sweep, args.out))
     return 0
@@ -274,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="trial states and best accuracy of a sweep")
     s.add_argument("sweep")
     s.set_defaults(func=cmd_status)
-    s = sub.add_parser("demo", help="run examples/demo.yaml end to end (digits, local Ray)")
+    s = sub.add_parser("demo", help="run the demo sweep end to end (digits, local Ray; its spec ships as repsweep/examples/demo.yaml)")
     s.add_argument("--address", **addr)
     s.set_defaults(func=cmd_demo)
     s = sub.add_parser("tables", help="list a sweep's tables: columns, types, row counts")
@@ -286,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("--max-rows", type=int, default=100, help="rows an aligned table shows (default 100)")
     s.set_defaults(func=cmd_query)
-    from analysis.charts import CHARTS  # light: Altair is imported when a chart is drawn
+    from repsweep.analysis.charts import CHARTS  # light: Altair is imported when a chart is drawn
 
     s = sub.add_parser("plot", help="draw one chart of a sweep as HTML, PNG or SVG")
     s.add_argument("sweep")
@@ -307,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.tables import TableError
-    from orchestrator.spec import SpecError
-    from orchestrator.train import CheckpointError
+    from repsweep.analysis.schemas import TableError
+    from repsweep.models import CheckpointError
+    from repsweep.orchestrator.spec import SpecError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

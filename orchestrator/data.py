@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from orchestrator.spec import DatasetSpec, SpecError
+from repsweep.orchestrator.spec import DatasetSpec, SpecError
 
 DIGITS_TEST = 360  # held-out digits: 20% of 1,797, stratified, split seed 0
 

@@ -1,7 +1,10 @@
 """Grid expansion: one `TrialConfig` per point of the spec's grid, with a stable trial id.
 
 The trial id is derived from the configuration alone (never from Ray, the clock or Python's
-salted `hash`): the same spec gives the same ids in any process on any machine.
+salted `hash`): the same spec gives the same ids in any process on any machine. The trial's
+configuration is also the one source of the `trials` table's configuration columns
+(`TrialConfig.config_columns`, `config_row`): a field added to a section of the spec is a
+column, with no list to keep in step by hand.
 """
 
 from __future__ import annotations
@@ -10,20 +13,32 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import typing
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.spec import AXES, DatasetSpec, SweepSpec, TrainingSpec
+from repsweep.models.interface import ModelConfig
+from repsweep.models.registry import get_family
+from repsweep.orchestrator.spec import AXES, DatasetSpec, ModelSpec, SweepSpec, TrainingSpec
+
+# Section fields become columns named <prefix><field>; a field called `name` is the column
+# `<section>` (dataset.name -> dataset). Grid axes are columns of their own name.
+_SECTIONS = {"model": "model_", "dataset": "dataset_", "training": ""}
+
+
+def _column(section: str, name: str) -> str:
+    return section if name == "name" else _SECTIONS[section] + name
 
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything one trial needs: its grid point, the training recipe and the data."""
+    """Everything one trial needs: its grid point, the model family, the training recipe, the data."""
 
     depth: int
     width: int
     data_fraction: float
     seed: int
+    model: ModelSpec
     training: TrainingSpec
     dataset: DatasetSpec
 
@@ -34,31 +49,52 @@ class TrialConfig:
         The dataset root is left out: moving the data does not change the model.
         """
         identity = {a: getattr(self, a) for a in AXES}
+        identity["model"] = dataclasses.asdict(self.model)
         identity["training"] = dataclasses.asdict(self.training)
         identity["dataset"] = {k: v for k, v in dataclasses.asdict(self.dataset).items() if k != "root"}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-        return f"d{self.depth}-w{self.width}-f{self.data_fraction:g}-s{self.seed}-{digest}"
+        return f"{self.arch}-f{self.data_fraction:g}-s{self.seed}-{digest}"
 
     @property
     def arch(self) -> str:
-        return f"{self.depth}x{self.width}"
+        """The architecture's label, spelled by its family (e.g. 'd56-w2')."""
+        return get_family(self.model.family).label(self.depth, self.width)
+
+    def model_config(self, in_channels: int, num_classes: int) -> ModelConfig:
+        """What the model family builds for this trial, on data of these shapes."""
+        return ModelConfig(self.model.family, self.depth, self.width, in_channels, num_classes,
+                           zero_init_residual=self.training.zero_init_residual)
+
+    @classmethod
+    def config_columns(cls) -> list[tuple[str, Any]]:
+        """(column, annotation) of every configuration value: the grid axes, then each section's fields."""
+        hints = typing.get_type_hints(cls)
+        columns = [(a, hints[a]) for a in AXES]
+        for section in _SECTIONS:
+            sub = typing.get_type_hints(hints[section])
+            columns += [(_column(section, f.name), sub[f.name]) for f in dataclasses.fields(hints[section])]
+        return columns
+
+    def config_row(self) -> dict[str, Any]:
+        """This trial's values of `config_columns`, by column."""
+        row = {a: getattr(self, a) for a in AXES}
+        for section in _SECTIONS:
+            row.update({_column(section, k): v for k, v in dataclasses.asdict(getattr(self, section)).items()})
+        return row
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
-        return cls(
-            **{a: d[a] for a in AXES},
-            training=TrainingSpec(**d["training"]),
-            dataset=DatasetSpec(**d["dataset"]),
-        )
+        return cls(**{a: d[a] for a in AXES}, model=ModelSpec(**d["model"]),
+                   training=TrainingSpec(**d["training"]), dataset=DatasetSpec(**d["dataset"]))
 
 
 def expand_grid(spec: SweepSpec) -> list[TrialConfig]:
     """All grid points, in axis order (depth, width, data_fraction, seed)."""
     axes = [getattr(spec.grid, a) for a in AXES]
     return [
-        TrialConfig(**dict(zip(AXES, point)), training=spec.training, dataset=spec.dataset)
+        TrialConfig(**dict(zip(AXES, point)), model=spec.model, training=spec.training, dataset=spec.dataset)
         for point in itertools.product(*axes)
     ]

@@ -7,6 +7,7 @@ what is allowed; unknown keys list the valid ones. Nothing is written before val
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import types
 import typing
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from repsweep.models.registry import FAMILIES, get_family
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 PAIR_KINDS = ("within", "cross_seed", "cross_arch", "all")
@@ -62,12 +65,6 @@ class GridSpec:
                 _fail(f"grid.{name}", values, "at least one value")
             if len(set(values)) != len(values):
                 _fail(f"grid.{name}", values, "distinct values")
-        for d in self.depth:
-            if d < 8 or (d - 2) % 6:
-                _fail("grid.depth", d, "6n+2 with n >= 1 (8, 14, 20, 26, 32, 38, 44, 56, 110, ...)")
-        for w in self.width:
-            if w < 1:
-                _fail("grid.width", w, "a positive integer width multiplier")
         for f in self.data_fraction:
             if not 0 < f <= 1:
                 _fail("grid.data_fraction", f, "a fraction in (0, 1]")
@@ -77,6 +74,17 @@ class GridSpec:
 
 
 AXES = tuple(f.name for f in dataclasses.fields(GridSpec))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model family the grid's depth and width build (models/registry.py)."""
+
+    family: str = "cifar_resnet"  # CIFAR ResNets of depth 6n+2 and width multiplier k
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            _fail("model.family", self.family, f"one of {', '.join(FAMILIES)}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ class CompareSpec:
     group_size: int = 0  # models per tile side; 0 = chosen from memory
     gpu: float = 0.0  # GPUs per comparison actor (fractions allowed)
     cpu: float = 1.0  # CPUs per comparison actor
+    max_actors: int = 16  # the pool asks for min(jobs, max_actors) actors; Ray places them
 
     def __post_init__(self) -> None:
         for p in self.pairs:
@@ -144,6 +153,8 @@ class CompareSpec:
             _fail("compare.passes", self.passes, "an integer >= 1")
         if self.group_size < 0:
             _fail("compare.group_size", self.group_size, "an integer >= 0 (0 = automatic)")
+        if self.max_actors < 1:
+            _fail("compare.max_actors", self.max_actors, "an integer >= 1")
         if self.gpu < 0 or not self.cpu > 0:
             _fail("compare.gpu" if self.gpu < 0 else "compare.cpu", (self.gpu, self.cpu), "gpu >= 0, cpu > 0")
 
@@ -153,6 +164,7 @@ class SweepSpec:
     """A whole sweep: what to train, on what, with what, and where results go."""
 
     name: str
+    model: ModelSpec = field(default_factory=ModelSpec)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     grid: GridSpec = field(default_factory=GridSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
@@ -165,6 +177,12 @@ class SweepSpec:
             _fail("name", self.name, "1-64 letters, digits, '_', '.' or '-', starting alphanumeric")
         if not self.storage:
             _fail("storage", self.storage, "a folder path or a URI such as s3://bucket/prefix")
+        family = get_family(self.model.family)
+        for depth, width in itertools.product(self.grid.depth, self.grid.width):
+            problem = family.arch_problem(depth, width)
+            if problem:
+                axis, allowed = problem
+                _fail(f"grid.{axis}", depth if axis == "depth" else width, f"{allowed} for model.family {family.name}")
 
     @property
     def sweep_uri(self) -> str:

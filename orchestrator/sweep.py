@@ -16,9 +16,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.tables import SweepStore
-from orchestrator.grid import TrialConfig, expand_grid
-from orchestrator.spec import SpecError, SweepSpec, spec_from_dict
+from repsweep.analysis.store import SweepStore
+from repsweep.orchestrator.grid import TrialConfig, expand_grid
+from repsweep.orchestrator.spec import SpecError, SweepSpec, spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def train(spec: SweepSpec, store: SweepStore, *, progress: Any = None) -> dict[s
     """Train every trial of the grid not yet finished; returns counts by status."""
     from ray import tune
 
-    from orchestrator.trainable import is_finished, train_trial, trial_row
+    from repsweep.orchestrator.trainable import is_finished, train_trial, trial_row
 
     trials = expand_grid(spec)
     pending = sorted((t for t in trials if not is_finished(store, t.trial_id)), key=_cost, reverse=True)

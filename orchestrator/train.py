@@ -6,7 +6,6 @@ call these functions. The final epoch is the model; the test set is only read at
 
 from __future__ import annotations
 
-import io
 import math
 from contextlib import nullcontext
 
@@ -15,17 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import CifarResNet, cifar_resnet
-from orchestrator.data import Dataset, augment
-from orchestrator.grid import TrialConfig
+from repsweep.models import RepresentationModel, get_family
+from repsweep.orchestrator.data import Dataset, augment
+from repsweep.orchestrator.grid import TrialConfig
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class CheckpointError(RuntimeError):
-    """A saved model cannot be read; the message names the file and how to recover."""
 
 
 def pick_device() -> torch.device:
@@ -33,12 +28,11 @@ def pick_device() -> torch.device:
 
 
 def build(trial: TrialConfig, data: Dataset, n_train: int, device: torch.device
-          ) -> tuple[CifarResNet, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Model, optimizer and per-step schedule for a trial, seeded by the trial's seed."""
+          ) -> tuple[RepresentationModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Model (from its family), optimizer and per-step schedule for a trial, seeded by its seed."""
     torch.manual_seed(trial.seed)
-    model = cifar_resnet(trial.depth, trial.width, in_channels=data.input_shape[0],
-                         num_classes=data.num_classes,
-                         zero_init_residual=trial.training.zero_init_residual).to(device)
+    config = trial.model_config(data.input_shape[0], data.num_classes)
+    model = get_family(config.family).build(config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     t = trial.training
@@ -115,31 +109,3 @@ def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 102
         confs.append(conf)
     loss = torch.stack(losses).sum().item() / len(x)
     return loss, torch.cat(preds).cpu().numpy(), torch.cat(confs).cpu().numpy()
-
-
-# ----------------------------------------------------------------------- model files
-
-def model_bytes(model: CifarResNet, trial: TrialConfig, data: Dataset) -> bytes:
-    """A final model as bytes: tensors and plain values only, loadable with weights_only=True."""
-    buf = io.BytesIO()
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "trial": trial.to_dict(), "num_classes": data.num_classes,
-                "input_shape": list(data.input_shape)}, buf)
-    return buf.getvalue()
-
-
-def model_from_bytes(blob: bytes, where: str) -> tuple[CifarResNet, dict]:
-    """Rebuild a saved model; `where` (its URI) goes into the error if the file is damaged."""
-    try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        trial = TrialConfig.from_dict(state["trial"])
-        model = cifar_resnet(trial.depth, trial.width, in_channels=state["input_shape"][0],
-                             num_classes=state["num_classes"],
-                             zero_init_residual=trial.training.zero_init_residual)
-        model.load_state_dict(state["state_dict"])
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(
-            f"checkpoint '{where}' is corrupt or not a repsweep model ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else ''}); delete it and run "
-            f"'repsweep resume <sweep>' to rebuild it from the trial's last checkpoint") from e
-    return model.eval(), state

@@ -25,12 +25,11 @@ import pyarrow.fs as pafs
 import torch
 from ray import tune
 
-from analysis.tables import SweepStore
-from models import count_flops, count_params
-from orchestrator.data import fraction_indices, load_dataset
-from orchestrator.grid import TrialConfig
-from orchestrator.spec import AXES
-from orchestrator.train import Diverged, build, model_bytes, pick_device, predict, train_epoch
+from repsweep.analysis.store import SweepStore
+from repsweep.models import count_flops, count_params, model_bytes
+from repsweep.orchestrator.data import fraction_indices, load_dataset
+from repsweep.orchestrator.grid import TrialConfig
+from repsweep.orchestrator.train import Diverged, build, pick_device, predict, train_epoch
 
 STATE_FILE = "state.pt"  # inside each Tune checkpoint: model, optimizer, schedule, epoch
 META_FILE = "meta.json"  # inside each Tune checkpoint: {"epoch": e, "wall_time_s": t}
@@ -38,13 +37,10 @@ META_FILE = "meta.json"  # inside each Tune checkpoint: {"epoch": e, "wall_time_
 
 def trial_row(trial: TrialConfig, sweep: str, status: str, provenance: dict[str, str],
               **metrics: Any) -> dict[str, Any]:
-    """One row of the trials table (columns as in analysis.tables.SCHEMAS['trials'])."""
-    row: dict[str, Any] = {"trial_id": trial.trial_id, "sweep": sweep, "dataset": trial.dataset.name,
-                           **{a: getattr(trial, a) for a in AXES},
-                           **trial.training.__dict__, "status": status,
-                           "updated_at": datetime.now(timezone.utc).replace(microsecond=0), **provenance}
-    row.update(metrics)
-    return row
+    """One row of the trials table (analysis/schemas.py): ids, the whole configuration, metrics."""
+    return {"trial_id": trial.trial_id, "sweep": sweep, "arch": trial.arch, **trial.config_row(),
+            "status": status, "updated_at": datetime.now(timezone.utc).replace(microsecond=0),
+            **provenance, **metrics}
 
 
 def is_finished(store: SweepStore, trial_id: str) -> bool:
@@ -144,7 +140,9 @@ def _finish(trial: TrialConfig, store: SweepStore, sweep: str, prov: dict[str, s
     test_loss, pred, conf = predict(model, data.x_test, data.y_test)
     label = data.y_test.cpu().numpy()
     test_acc = float((pred == label).mean())
-    store.write_bytes(model_bytes(model, trial, data), "checkpoints", f"{tid}.pt")
+    config = trial.model_config(data.input_shape[0], data.num_classes)
+    store.write_bytes(model_bytes(model, config, data.input_shape, {"trial": trial.to_dict()}),
+                      "checkpoints", f"{tid}.pt")
     store.write_part("predictions", tid, pd.DataFrame({
         "trial_id": tid, "example": np.arange(len(label)), "label": label, "prediction": pred,
         "correct": pred == label, "confidence": conf}))

@@ -22,7 +22,7 @@ import yaml
 def kill_ray_processes(temp_dir: str) -> None:
     """End every process whose command line or environment names `temp_dir` (never `ray stop`).
 
-    Ray's workers rename themselves (ray::TileWorker...), but inherit RAY_TMPDIR.
+    Ray's workers rename themselves (ray::PoolWorker...), but inherit RAY_TMPDIR.
     """
     for _ in range(3):  # a dying raylet may still start a worker: sweep until none is left
         found = False
@@ -53,7 +53,7 @@ def kill_cli_when(args: list[str], env: dict[str, str], ready: Callable[[], bool
                   timeout: float) -> bool:
     """Start `repsweep ARGS`; kill -9 it and its Ray as soon as ready() holds (or after
     timeout seconds). Returns whether ready() held."""
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "repsweep.orchestrator.cli", *args], env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -72,7 +72,7 @@ def kill_cli_when(args: list[str], env: dict[str, str], ready: Callable[[], bool
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run `repsweep ARGS` to the end (4 minutes at most), then end its Ray's processes."""
     try:
-        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "repsweep.orchestrator.cli", *args], env=env,
                               capture_output=True, text=True, timeout=240)
     finally:
         kill_ray_processes(env["RAY_TMPDIR"])
@@ -110,7 +110,7 @@ def ray_local(ray_temp_dir):
 
 def _build_sweep(fields: dict, ray_temp_dir: str, tmp_path_factory) -> Path:
     """Train and compare a sweep with `repsweep run`, as a user would; returns its folder."""
-    from orchestrator.cli import main
+    from repsweep.orchestrator.cli import main
 
     ensure_ray(ray_temp_dir)
     root = tmp_path_factory.mktemp(fields["name"])

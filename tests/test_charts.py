@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import charts
-from analysis.charts import CHARTS, make_chart
-from analysis.query import open_results
-from analysis.tables import TableError
-from orchestrator.cli import main
+from repsweep.analysis import charts, heatmaps
+from repsweep.analysis.chartkit import MAX_ROWS
+from repsweep.analysis.charts import CHARTS, make_chart
+from repsweep.analysis.query import open_results
+from repsweep.analysis.schemas import TableError
+from repsweep.orchestrator.cli import main
 from tests.conftest import LAYERS, N_TRIALS
 
 pytestmark = pytest.mark.timeout(300)
@@ -52,7 +53,7 @@ def _assert_cells_are_the_cka_rows(res, data: pd.DataFrame) -> None:
 # ------------------------------------------------------------------------ heatmaps
 
 def test_figure1_draws_every_layer_pair_width_across_depth_down(res, trials):
-    chart = charts.figure1(res)
+    chart = heatmaps.figure1(res)
     spec, data = chart.to_dict(), chart.data
     assert spec["facet"]["row"]["field"] == "depth" and spec["facet"]["column"]["field"] == "width"
     assert _encoding(spec["spec"]) == {"x": "layer_a", "x2": "layer_a_end", "y": "layer_b",
@@ -68,15 +69,15 @@ def test_figure1_draws_every_layer_pair_width_across_depth_down(res, trials):
 
 
 def test_figure1_options_pick_the_data_fraction_and_seed(res, trials):
-    data = charts.figure1(res, data_fraction=0.5, seed=1).data
+    data = heatmaps.figure1(res, data_fraction=0.5, seed=1).data
     assert set(data["trial_a"]) == _ids(trials, data_fraction=0.5, seed=1)
     with pytest.raises(TableError, match=r"no finished trial has data_fraction 0.25; .* 0.5, 1"):
-        charts.figure1(res, data_fraction=0.25)
+        heatmaps.figure1(res, data_fraction=0.25)
 
 
 def test_heatmaps_over_the_row_budget_average_bins_and_drop_nothing(res, monkeypatch):
-    monkeypatch.setattr(charts, "MAX_ROWS", 100)
-    chart = charts.figure1(res)
+    monkeypatch.setattr(heatmaps, "MAX_ROWS", 100)
+    chart = heatmaps.figure1(res)
     data = chart.data
     assert len(data) <= 100
     assert "CKA averaged over bins" in " ".join(chart.to_dict()["title"]["subtitle"])
@@ -90,23 +91,23 @@ def test_heatmaps_over_the_row_budget_average_bins_and_drop_nothing(res, monkeyp
 
 
 def test_panels_beyond_the_cap_are_named_in_the_subtitle(res, monkeypatch):
-    monkeypatch.setattr(charts, "MAX_PANELS", 3)
-    chart = charts.figure1(res)
+    monkeypatch.setattr(heatmaps, "MAX_PANELS", 3)
+    chart = heatmaps.figure1(res)
     assert chart.data["trial_a"].nunique() == 3
     assert "the first 3 of 4 model pairs" in chart.to_dict()["title"]["subtitle"][1]
 
 
 def test_fractions_shows_one_architecture_across_data_fractions(res, trials):
-    chart = charts.fractions(res)
+    chart = heatmaps.fractions(res)
     spec, data = chart.to_dict(), chart.data
     assert "row" not in spec["facet"] and spec["facet"]["column"]["field"] == "data_fraction"
     assert set(data["trial_a"]) == _ids(trials, depth=14, width=2, seed=0)  # the largest model by default
     assert sorted(data["data_fraction"].unique()) == [0.5, 1.0] and len(data) == 2 * LAYERS[14] ** 2
-    assert set(charts.fractions(res, depth=8, width=1, seed=1).data["trial_a"]) == _ids(trials, depth=8, width=1, seed=1)
+    assert set(heatmaps.fractions(res, depth=8, width=1, seed=1).data["trial_a"]) == _ids(trials, depth=8, width=1, seed=1)
 
 
 def test_cross_seed_pairs_seed_0_with_seed_1_of_each_architecture(res, trials):
-    chart = charts.cross_seed(res)
+    chart = heatmaps.cross_seed(res)
     spec, data = chart.to_dict(), chart.data
     assert spec["facet"]["row"]["field"] == "depth" and spec["facet"]["column"]["field"] == "width"
     assert set(data["trial_a"]) == _ids(trials, data_fraction=1.0, seed=0)
@@ -118,10 +119,10 @@ def test_cross_seed_pairs_seed_0_with_seed_1_of_each_architecture(res, trials):
 
 
 def test_cross_arch_is_a_triangle_of_architecture_pairs(res, trials):
-    chart = charts.cross_arch(res)
+    chart = heatmaps.cross_arch(res)
     spec, data = chart.to_dict(), chart.data
     assert spec["facet"]["row"]["field"] == "rank_b" and spec["facet"]["column"]["field"] == "rank_a"
-    assert "depth 8, width 1" in spec["facet"]["row"]["header"]["labelExpr"]
+    assert "d8-w1" in spec["facet"]["row"]["header"]["labelExpr"]
     pairs = data[["trial_a", "trial_b", "rank_a", "rank_b"]].drop_duplicates()
     assert len(pairs) == 6 and (pairs["rank_a"] < pairs["rank_b"]).all()  # 4 architectures
     ids = _ids(trials, data_fraction=1.0, seed=0)
@@ -186,11 +187,11 @@ def test_disagreement_cells_are_computed_from_the_predictions(res, trials):
 
     cell = data.set_index(["data_fraction", "arch_a", "arch_b"])
     d8w1, d14w2 = _ids(trials, depth=8, width=1, data_fraction=0.5), _ids(trials, depth=14, width=2, data_fraction=0.5)
-    assert cell.loc[(0.5, "d8 w1", "d8 w1"), "disagreement"] == pytest.approx(differ(d8w1, d8w1))
-    assert cell.loc[(0.5, "d8 w1", "d14 w2"), "disagreement"] == pytest.approx(differ(d8w1, d14w2))
-    assert cell.loc[(0.5, "d14 w2", "d8 w1"), "disagreement"] == cell.loc[(0.5, "d8 w1", "d14 w2"), "disagreement"]
-    baseline = (cell.loc[(0.5, "d8 w1", "d8 w1"), "disagreement"] + cell.loc[(0.5, "d14 w2", "d14 w2"), "disagreement"]) / 2
-    assert cell.loc[(0.5, "d8 w1", "d14 w2"), "baseline"] == pytest.approx(baseline)
+    assert cell.loc[(0.5, "d8-w1", "d8-w1"), "disagreement"] == pytest.approx(differ(d8w1, d8w1))
+    assert cell.loc[(0.5, "d8-w1", "d14-w2"), "disagreement"] == pytest.approx(differ(d8w1, d14w2))
+    assert cell.loc[(0.5, "d14-w2", "d8-w1"), "disagreement"] == cell.loc[(0.5, "d8-w1", "d14-w2"), "disagreement"]
+    baseline = (cell.loc[(0.5, "d8-w1", "d8-w1"), "disagreement"] + cell.loc[(0.5, "d14-w2", "d14-w2"), "disagreement"]) / 2
+    assert cell.loc[(0.5, "d8-w1", "d14-w2"), "baseline"] == pytest.approx(baseline)
 
 
 def test_class_accuracy_difference_is_computed_from_the_predictions(res, trials):
@@ -208,14 +209,16 @@ def test_class_accuracy_difference_is_computed_from_the_predictions(res, trials)
     assert len(data) == 10
     np.testing.assert_allclose(data.set_index("label")["difference"].sort_index(), want.sort_index())
     other = charts.class_accuracy(res, a="d8-w1-f0.5", b="d14-w2-f0.5")
-    assert "a: depth 8, width 1, fraction 0.5 (2 seeds" in other.to_dict()["title"]["subtitle"][0]
+    assert "a: d8-w1, fraction 0.5 (2 seeds" in other.to_dict()["title"]["subtitle"][0]
 
 
 def test_class_accuracy_names_the_configurations_that_exist(res):
     with pytest.raises(TableError, match=r"no finished trial matches 'd20-w1'; configurations: d14-w1-f0.5, d14-w1-f1"):
         charts.class_accuracy(res, a="d20-w1")
-    with pytest.raises(TableError, match=r"expected d<depth>-w<width>"):
+    with pytest.raises(TableError, match=r"no finished trial matches 'deep'"):
         charts.class_accuracy(res, a="deep")
+    with pytest.raises(TableError, match=r"expected <arch>\[-f<fraction>\]"):
+        charts.class_accuracy(res, a="-f0.5")
 
 
 # --------------------------------------------------------------------- the registry
@@ -224,7 +227,7 @@ def test_every_chart_kind_draws_within_the_row_limit(res):
     for kind in CHARTS:
         chart = make_chart(kind, res)
         chart.to_dict()  # Altair raises MaxRowsError above its (untouched) default limit
-        assert len(chart.data) <= charts.MAX_ROWS, kind
+        assert len(chart.data) <= MAX_ROWS, kind
 
 
 def test_unknown_kinds_and_options_name_what_exists(res):
@@ -266,6 +269,6 @@ def test_models_without_cka_rows_are_named_not_silently_left_out(results_sweep, 
     for key in res.store.part_keys("cka"):
         part = res.store.read_part("cka", key)
         res.store.write_part("cka", key, part[(part["trial_a"] != gone) & (part["trial_b"] != gone)])
-    chart = charts.figure1(res)
+    chart = heatmaps.figure1(res)
     assert gone not in set(chart.data["trial_a"]) and chart.data["trial_a"].nunique() == 3
     assert "1 of 4 model pairs have no CKA rows yet" in chart.to_dict()["title"]["subtitle"][1]

@@ -7,19 +7,22 @@ formulas, not against themselves.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from analysis.cka import (
+from repsweep.analysis.cka import (
     MIN_BATCH,
     CKAAccumulator,
     combine,
     linear_cka,
     minibatch_cka,
 )
-from analysis.probe import probe_batches
+from repsweep.analysis.stream import stream_batches
+from repsweep.models import LayerInfo, RepresentationModel
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -91,7 +94,7 @@ def accumulate(layers, batches, cols=None, **kwargs) -> CKAAccumulator:
 
 def batches_of(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
     """One pass of the probe stream as NumPy index arrays."""
-    return [idx.numpy() for idx in probe_batches(n, batch_size=size, passes=1, seed=seed)]
+    return [idx.numpy() for idx in stream_batches(n, batch_size=size, passes=1, seed=seed)]
 
 
 # ----------------------------------------------------------------- the estimator
@@ -387,8 +390,8 @@ def test_cuda_accumulation_matches_cpu():
 # --------------------------------------------------------------- models, probe stream
 
 
-class TinyNet(nn.Module):
-    """A model exposing forward_layers, with BatchNorm so eval vs train mode matters."""
+class TinyNet(RepresentationModel):
+    """A two-layer model of the model interface, with BatchNorm so eval vs train mode matters."""
 
     def __init__(self, seed: int) -> None:
         super().__init__()
@@ -403,6 +406,19 @@ class TinyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_layers(x)[-1]
 
+    def layer_info(self, input_shape: tuple[int, ...]) -> list[LayerInfo]:
+        return [LayerInfo(i, name, name, 0, 0, d) for i, (name, d) in enumerate(
+            [("input", input_shape[0]), ("hidden", 8), ("logits", 3)])]
+
+    def inference_copy(self) -> TinyNet:
+        return copy.deepcopy(self).eval()
+
+    def residual_blocks(self) -> list[str]:
+        return []
+
+    def without_block(self, name: str) -> TinyNet:
+        raise ValueError(f"TinyNet has no residual block {name!r}")
+
 
 def test_minibatch_cka_runs_both_models_on_the_same_batches_in_eval_mode():
     a, b = TinyNet(0), TinyNet(1)
@@ -413,7 +429,7 @@ def test_minibatch_cka_runs_both_models_on_the_same_batches_in_eval_mode():
     acc = CKAAccumulator()
     a.eval(), b.eval()
     with torch.no_grad():
-        for idx in probe_batches(100, batch_size=32, passes=2, seed=3):
+        for idx in stream_batches(100, batch_size=32, passes=2, seed=3):
             acc.update(a.forward_layers(x[idx]), b.forward_layers(x[idx]))
     np.testing.assert_allclose(result.hsic_xy, acc.result().hsic_xy, rtol=1e-12)
     assert result.cka()[0, 0] == pytest.approx(1.0)  # both see the same inputs
@@ -422,10 +438,10 @@ def test_minibatch_cka_runs_both_models_on_the_same_batches_in_eval_mode():
 
 
 def test_minibatch_cka_of_resnets_runs_their_folded_copies_with_the_same_result():
-    from models import cifar_resnet
+    from repsweep.models import CifarResNet
 
     torch.manual_seed(0)
-    a, b = cifar_resnet(8, 1, in_channels=1), cifar_resnet(14, 1, in_channels=1)
+    a, b = CifarResNet(8, 1, in_channels=1), CifarResNet(14, 1, in_channels=1)
     for bn in (m for m in [*a.modules(), *b.modules()] if isinstance(m, nn.BatchNorm2d)):
         bn.running_mean.normal_(0.0, 0.5), bn.running_var.uniform_(0.5, 2.0)  # trained-like stats
     x = torch.randn(80, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -434,13 +450,13 @@ def test_minibatch_cka_of_resnets_runs_their_folded_copies_with_the_same_result(
     acc = CKAAccumulator()
     a.eval(), b.eval()
     with torch.no_grad():
-        for idx in probe_batches(80, batch_size=32, passes=1):
+        for idx in stream_batches(80, batch_size=32, passes=1):
             acc.update(a.forward_layers(x[idx]), b.forward_layers(x[idx]))
     np.testing.assert_allclose(result.cka(), acc.result().cka(), atol=1e-6)
 
 
 def test_probe_stream_is_a_permutation_per_pass():
-    batches = list(probe_batches(1000, batch_size=256, passes=3, seed=7))
+    batches = list(stream_batches(1000, batch_size=256, passes=3, seed=7))
     assert [len(b) for b in batches] == [256, 256, 256, 232] * 3
     passes = [torch.cat(batches[i : i + 4]) for i in range(0, 12, 4)]
     for p in passes:
@@ -451,11 +467,11 @@ def test_probe_stream_is_a_permutation_per_pass():
 
 def test_probe_stream_is_seeded_and_identical_across_calls():
     def stream(seed):
-        return torch.cat(list(probe_batches(500, batch_size=64, passes=2, seed=seed)))
+        return torch.cat(list(stream_batches(500, batch_size=64, passes=2, seed=seed)))
 
     assert torch.equal(stream(0), stream(0))
     assert not torch.equal(stream(0), stream(1))
-    first_pass = torch.cat(list(probe_batches(500, batch_size=64, passes=1, seed=0)))
+    first_pass = torch.cat(list(stream_batches(500, batch_size=64, passes=1, seed=0)))
     assert torch.equal(stream(0)[:500], first_pass)  # pass p depends on (seed, p) only
 
 
@@ -464,4 +480,4 @@ def test_probe_stream_is_seeded_and_identical_across_calls():
 def test_probe_stream_rejects_invalid_arguments(field, value):
     kwargs = {"n_examples": 10, "batch_size": 4, "passes": 1, "seed": 0, field: value}
     with pytest.raises(ValueError, match=field):
-        next(probe_batches(kwargs.pop("n_examples"), **kwargs))
+        next(stream_batches(kwargs.pop("n_examples"), **kwargs))

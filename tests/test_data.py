@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from orchestrator.data import augment, fraction_indices, load_dataset
-from orchestrator.spec import DatasetSpec, SpecError
+from repsweep.orchestrator.data import augment, fraction_indices, load_dataset
+from repsweep.orchestrator.spec import DatasetSpec, SpecError
 from tests.conftest import write_cifar
 
 

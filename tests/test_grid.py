@@ -7,10 +7,10 @@ import json
 import subprocess
 import sys
 
-from orchestrator.grid import TrialConfig, expand_grid
-from orchestrator.spec import load_spec, spec_from_dict
+from repsweep.orchestrator.grid import TrialConfig, expand_grid
+from repsweep.orchestrator.spec import AXES, load_spec, spec_from_dict
 
-IDS_SCRIPT = "import json,sys; from orchestrator import load_spec, expand_grid; " \
+IDS_SCRIPT = "import json,sys; from repsweep.orchestrator import load_spec, expand_grid; " \
              "print(json.dumps([t.trial_id for t in expand_grid(load_spec(sys.argv[1]))]))"
 
 
@@ -38,3 +38,59 @@ def test_trial_id_changes_with_training_but_not_with_data_location():
     assert other_lr.trial_id != base.trial_id
     assert base.trial_id.startswith("d20-w1-f1-s0-")
     assert TrialConfig.from_dict(base.to_dict()) == base
+
+
+def _spec_fields() -> dict[str, list[str]]:
+    """Each spec section a trial carries, with its fields, read from the dataclasses themselves."""
+    from repsweep.orchestrator import spec
+
+    return {s: [f.name for f in dataclasses.fields(cls)]
+            for s, cls in (("model", spec.ModelSpec), ("dataset", spec.DatasetSpec), ("training", spec.TrainingSpec))}
+
+
+def test_every_spec_field_of_a_trial_is_a_trials_column():
+    from repsweep.analysis.schemas import SCHEMAS
+
+    names = SCHEMAS["trials"].names
+    expected = list(AXES) + [("dataset" if (s, f) == ("dataset", "name") else f if s == "training" else f"{s}_{f}")
+                             for s, fields in _spec_fields().items() for f in fields]
+    assert [c for c in names if c in expected] == expected
+    assert len(set(names)) == len(names)
+    assert {"dataset_augment", "dataset_image_size", "model_family", "arch"} <= set(names)
+
+
+def test_a_field_added_to_the_spec_becomes_a_column(monkeypatch):
+    from repsweep.analysis.schemas import arrow_type
+    from repsweep.orchestrator import grid
+    from repsweep.orchestrator.spec import TrainingSpec
+
+    @dataclasses.dataclass(frozen=True)
+    class Extended(TrainingSpec):
+        label_smoothing: float = 0.1  # a field a later version might add
+
+    monkeypatch.setattr(grid, "TrainingSpec", Extended)  # what TrialConfig's annotation names
+    columns = dict(TrialConfig.config_columns())
+    assert columns["label_smoothing"] is float and str(arrow_type(columns["label_smoothing"])) == "double"
+    base = expand_grid(spec_from_dict({"name": "x"}))[0]
+    trial = dataclasses.replace(base, training=Extended())
+    assert trial.config_row()["label_smoothing"] == 0.1
+    assert trial.trial_id != base.trial_id  # it changes the model, so it changes the id
+
+
+def test_a_column_a_table_does_not_know_is_refused_not_dropped(tmp_path):
+    import pytest
+
+    from repsweep.analysis.schemas import TableError
+    from repsweep.analysis.store import SweepStore
+    from repsweep.orchestrator.trainable import trial_row
+
+    trial = expand_grid(spec_from_dict({"name": "x"}))[0]
+    store = SweepStore(str(tmp_path))
+    row = trial_row(trial, "x", "done", {}, label_smoothing=0.1)
+    with pytest.raises(TableError, match="table 'trials' has no column 'label_smoothing'"):
+        store.write_part("trials", trial.trial_id, [row])
+    assert not store.has_part("trials", trial.trial_id)
+    row.pop("label_smoothing")
+    store.write_part("trials", trial.trial_id, [row])
+    back = store.read_part("trials", trial.trial_id).iloc[0]
+    assert back["dataset_augment"] and back["dataset_image_size"] == 32 and back["arch"] == "d20-w1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import cifar_resnet, count_flops, count_params
+from repsweep.models import CifarResNet, count_flops, count_params
 
 
 def hand_params(depth: int, k: int, c_in: int, classes: int) -> int:
@@ -33,7 +33,7 @@ def hand_flops(depth: int, k: int, c_in: int, hw: int, classes: int) -> int:
 @pytest.mark.parametrize("depth, width, c_in, hw, classes", [
     (8, 1, 1, 8, 10), (20, 1, 3, 32, 10), (20, 4, 3, 32, 100), (56, 2, 1, 8, 10), (110, 1, 3, 32, 10)])
 def test_shapes_layers_params_and_flops_match_hand_counts(depth, width, c_in, hw, classes):
-    model = cifar_resnet(depth, width, in_channels=c_in, num_classes=classes)
+    model = CifarResNet(depth, width, in_channels=c_in, num_classes=classes)
     x = torch.randn(2, c_in, hw, hw)
     assert model(x).shape == (2, classes)
     layers = model.forward_layers(x)
@@ -51,13 +51,13 @@ def test_shapes_layers_params_and_flops_match_hand_counts(depth, width, c_in, hw
 
 def test_known_reference_sizes():
     # ResNet-20 with projection shortcuts on CIFAR-10: 272,474 parameters, ~41 MMACs (He et al. 2016)
-    r20 = cifar_resnet(20, 1)
+    r20 = CifarResNet(20, 1)
     assert count_params(r20) == 272_474
     assert 40e6 < count_flops(r20, (3, 32, 32)) / 2 < 42e6
 
 
 def test_zero_init_residual_makes_each_block_start_as_identity_plus_relu():
-    model = cifar_resnet(8, 1, in_channels=1, zero_init_residual=True).eval()
+    model = CifarResNet(8, 1, in_channels=1, zero_init_residual=True).eval()
     x = torch.randn(4, 1, 8, 8)
     stem, first_block = model.forward_layers(x)[:2]
     assert torch.allclose(first_block, torch.relu(stem))  # bn2 gamma = 0: only the shortcut remains
@@ -65,17 +65,17 @@ def test_zero_init_residual_makes_each_block_start_as_identity_plus_relu():
 
 def test_invalid_depth_is_refused():
     with pytest.raises(ValueError, match="6n\\+2"):
-        cifar_resnet(10, 1)
+        CifarResNet(10, 1)
 
 
 def test_layer_info_works_for_float64_models():
-    model = cifar_resnet(8, 1, in_channels=1).double()
+    model = CifarResNet(8, 1, in_channels=1).double()
     assert [i.dim for i in model.layer_info((1, 8, 8))] == [1024, 1024, 512, 256, 64, 10]
 
 
 def test_inference_copy_computes_the_same_layers_without_batchnorm():
     torch.manual_seed(0)
-    model = cifar_resnet(14, 2)
+    model = CifarResNet(14, 2)
     model(torch.randn(32, 3, 16, 16))  # training mode: BatchNorm learns running statistics
     fused = model.inference_copy()
     x = torch.randn(16, 3, 16, 16)

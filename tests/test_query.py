@@ -9,9 +9,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from analysis.query import open_results
-from analysis.tables import SCHEMAS, SweepStore, TableError
-from orchestrator.cli import main
+from repsweep.analysis.query import open_results
+from repsweep.analysis.schemas import SCHEMAS, TableError
+from repsweep.analysis.store import SweepStore
+from repsweep.orchestrator.cli import main
 from tests.conftest import LAYERS, N_TRIALS
 
 pytestmark = pytest.mark.timeout(300)
@@ -61,7 +62,7 @@ def test_listing_names_every_table_with_types_and_row_counts(results_sweep):
     for name in SCHEMAS:
         assert listing.loc[name, "rows"] == len(store.read_table(name)), name
         assert [c.split()[0] for c in listing.loc[name, "columns"]] == SCHEMAS[name].names
-    assert "depth INTEGER" in listing.loc["trials", "columns"]
+    assert "depth BIGINT" in listing.loc["trials", "columns"]
     assert "cka DOUBLE" in listing.loc["cka", "columns"]
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.charts import CHARTS
-from analysis.query import open_results
-from analysis.report import REPORT_FILE, write_report
-from orchestrator.cli import main
+from repsweep.analysis.charts import CHARTS
+from repsweep.analysis.query import open_results
+from repsweep.analysis.report import REPORT_FILE, write_report
+from repsweep.orchestrator.cli import main
 from tests.conftest import N_TRIALS
 
 pytestmark = pytest.mark.timeout(300)

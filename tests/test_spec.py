@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli import main
-from orchestrator.spec import AXES, GridSpec, SpecError, TrainingSpec, load_spec, spec_from_dict
+from repsweep.orchestrator.cli import main
+from repsweep.orchestrator.spec import AXES, GridSpec, SpecError, TrainingSpec, load_spec, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 # (what is wrong, override of a valid spec, text the one-line error must contain)
 BAD_SPECS = [
-    ("unknown top-level key", {"epochs": 3}, "'epochs': unknown; valid fields are name, dataset"),
+    ("unknown top-level key", {"epochs": 3}, "'epochs': unknown; valid fields are name, model, dataset"),
     ("unknown nested key", {"training": {"learning_rate": 0.1}}, "'training.learning_rate': unknown"),
     ("depth not 6n+2", {"grid": {"depth": [8, 7]}}, "'grid.depth': got 7, expected 6n+2"),
     ("width zero", {"grid": {"width": 0}}, "'grid.width': got 0"),

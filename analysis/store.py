@@ -1,4 +1,4 @@
-"""Sweep storage and the Parquet tables: schemas, atomic keyed writes, reads.
+"""Sweep storage: the files of one sweep, atomic keyed writes of table parts, reads.
 
 A sweep lives at one local path or URI (s3://, gs://, file://, read through pyarrow's
 filesystems):
@@ -26,71 +26,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from repsweep.analysis.schemas import TableError, table_schema
+
 log = logging.getLogger(__name__)
-
-
-class TableError(ValueError):
-    """An unknown table or column, or a part that cannot be read; the message names what exists."""
-
-
-_LAYER_KEYS = [("layer", pa.int32()), ("layer_name", pa.string()), ("layer_kind", pa.string()),
-               ("stage", pa.int32()), ("block", pa.int32())]
-
-SCHEMAS: dict[str, pa.Schema] = {
-    # one row per trial; config columns mirror spec.GridSpec and spec.TrainingSpec
-    "trials": pa.schema([
-        ("trial_id", pa.string()), ("sweep", pa.string()), ("dataset", pa.string()),
-        ("depth", pa.int32()), ("width", pa.int32()), ("data_fraction", pa.float64()),
-        ("seed", pa.int32()),
-        ("epochs", pa.int32()), ("batch_size", pa.int32()), ("lr", pa.float64()),
-        ("momentum", pa.float64()), ("weight_decay", pa.float64()),
-        ("warmup_epochs", pa.float64()), ("zero_init_residual", pa.bool_()),
-        ("status", pa.string()),  # running | done | failed
-        ("error", pa.string()), ("epochs_done", pa.int32()),
-        ("train_loss", pa.float64()), ("train_acc", pa.float64()),
-        ("test_loss", pa.float64()), ("test_acc", pa.float64()),
-        ("n_train", pa.int32()), ("params", pa.int64()), ("flops", pa.int64()),
-        ("wall_time_s", pa.float64()), ("device", pa.string()),
-        ("checkpoint_uri", pa.string()), ("code_version", pa.string()),
-        ("torch_version", pa.string()), ("ray_version", pa.string()),
-        ("updated_at", pa.timestamp("s", tz="UTC")),
-    ]),
-    # one row per captured layer of each trial
-    "layers": pa.schema([("trial_id", pa.string()), *_LAYER_KEYS, ("dim", pa.int64())]),
-    # one row per test example per trial
-    "predictions": pa.schema([
-        ("trial_id", pa.string()), ("example", pa.int32()), ("label", pa.int32()),
-        ("prediction", pa.int32()), ("correct", pa.bool_()), ("confidence", pa.float32()),
-    ]),
-    # the training examples each trial saw (indices into the training set)
-    "train_subset": pa.schema([("trial_id", pa.string()), ("example", pa.int32())]),
-    # one row per layer pair of each compared model pair (trial_a == trial_b: within-model)
-    "cka": pa.schema([
-        ("trial_a", pa.string()), ("layer_a", pa.int32()),
-        ("trial_b", pa.string()), ("layer_b", pa.int32()),
-        ("cka", pa.float64()), ("hsic_ab", pa.float64()), ("hsic_aa", pa.float64()),
-        ("hsic_bb", pa.float64()), ("n_batches", pa.int32()), ("batch_size", pa.int32()),
-    ]),
-    # first principal component's share of each layer's variance, mean over probe batches
-    "pca": pa.schema([("trial_id", pa.string()), ("layer", pa.int32()),
-                      ("pc1_fraction", pa.float64()), ("n_batches", pa.int32())]),
-    # prediction agreement of each compared model pair on the full test set
-    "disagreement": pa.schema([
-        ("trial_a", pa.string()), ("trial_b", pa.string()), ("pair_kind", pa.string()),
-        ("n_examples", pa.int32()), ("agreement", pa.float64()), ("both_wrong", pa.float64()),
-        ("only_a_wrong", pa.float64()), ("only_b_wrong", pa.float64()),
-    ]),
-    # accuracy of each trial on each class of the test set
-    "class_accuracy": pa.schema([("trial_id", pa.string()), ("label", pa.int32()),
-                                 ("n_examples", pa.int32()), ("accuracy", pa.float64())]),
-    # comparison tiles: what was computed, where, and how it ended
-    "tiles": pa.schema([
-        ("tile", pa.string()), ("status", pa.string()), ("error", pa.string()),
-        ("trials_a", pa.list_(pa.string())), ("trials_b", pa.list_(pa.string())),
-        ("n_rows", pa.int64()), ("wall_time_s", pa.float64()), ("node", pa.string()),
-        ("device", pa.string()),
-    ]),
-}
 
 
 def _is_uri(location: str) -> bool:
@@ -144,13 +82,19 @@ class SweepStore:
 
     # ----------------------------------------------------------------- tables
     def write_part(self, table: str, key: str, rows: pd.DataFrame | list[dict]) -> None:
-        """Replace the part `key` of `table` with `rows`, checked against the table's schema."""
+        """Replace the part `key` of `table` with `rows`, checked against the table's schema.
+
+        Columns the rows leave out are null; a column the table does not know is an error
+        (a field that would otherwise be dropped without a word).
+        """
         schema = table_schema(table)
-        df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=schema.names)
-        missing = [c for c in schema.names if c not in df.columns]
-        if missing:
-            raise TableError(f"table '{table}': rows lack columns {missing}")
-        arrow = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+        df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+        unknown = [c for c in df.columns if c not in schema.names]
+        if unknown:
+            raise TableError(f"table '{table}' has no column {', '.join(map(repr, unknown))}; "
+                             f"add it to analysis/schemas.py (its columns are {', '.join(schema.names)})")
+        df = df.reindex(columns=schema.names)
+        arrow = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
         buf = io.BytesIO()
         pq.write_table(arrow, buf)
         self.write_bytes(buf.getvalue(), *_part(table, key))
@@ -191,14 +135,3 @@ class SweepStore:
 def _part(table: str, key: str) -> tuple[str, str, str]:
     """The file of one table part, as path parts below the sweep's root."""
     return "tables", table, f"{key}.parquet"
-
-
-def table_schema(table: str) -> pa.Schema:
-    """The schema of `table`; TableError naming every table if there is none of that name."""
-    if table not in SCHEMAS:
-        raise unknown_table(table)
-    return SCHEMAS[table]
-
-
-def unknown_table(table: str) -> TableError:
-    return TableError(f"unknown table '{table}'; tables are {', '.join(SCHEMAS)}")

@@ -1,4 +1,4 @@
-"""The probe stream: which examples of the probe set each CKA minibatch holds.
+"""The probe stream: which examples of the probe set each CKA minibatch holds (`stream_batches`).
 
 Every model in a comparison must see the same minibatches (DESIGN.md, "The CKA engine"):
 one seeded permutation of the probe set per pass, cut into batches.
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 
-def probe_batches(
+def stream_batches(
     n_examples: int, *, batch_size: int = 256, passes: int = 10, seed: int = 0
 ) -> Iterator[torch.Tensor]:
     """Indices of the probe stream: per pass one seeded permutation, cut into batches.

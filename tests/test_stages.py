@@ -1,0 +1,73 @@
+"""Per-trial stages and derived tables on the actor pool: resumable, idempotent, failures recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from repsweep.analysis.store import SweepStore
+from repsweep.orchestrator.compare import compare
+from repsweep.orchestrator.stages import DERIVED_TABLES, TrialStage
+from repsweep.orchestrator.sweep import load_sweep
+from tests.conftest import copy_sweep
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _per_class_from_the_model(fail_for: str | None = None) -> TrialStage:
+    """A per-trial stage: each class's test accuracy, from the model itself (its own forward pass)."""
+
+    def compute(model, data, trial, spec) -> pd.DataFrame:
+        from repsweep.orchestrator.train import predict
+
+        if trial.trial_id == fail_for:
+            raise RuntimeError(f"planted failure for {trial.trial_id}")
+        _, pred, _ = predict(model, data.x_test, data.y_test)
+        frame = pd.DataFrame({"label": data.y_test.cpu().numpy(), "correct": pred == data.y_test.cpu().numpy()})
+        acc = frame.groupby("label")["correct"].agg(["size", "mean"]).reset_index()
+        return pd.DataFrame({"trial_id": trial.trial_id, "label": acc["label"], "n_examples": acc["size"],
+                             "accuracy": acc["mean"]})
+
+    return TrialStage("class_accuracy", compute)
+
+
+def _mtimes(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*.parquet")}
+
+
+def test_a_trial_stage_runs_once_per_trial_records_failures_and_resumes(small_sweep, tmp_path, ray_local):
+    sweep = copy_sweep(small_sweep, tmp_path)
+    for p in (sweep / "tables" / "class_accuracy").glob("*.parquet"):
+        p.unlink()
+    spec, store = load_sweep(str(sweep))
+    trials = sorted(store.read_table("trials")["trial_id"])
+    plans = []
+
+    def progress(description: str, total: int):
+        plans.append((description, total))
+
+    out = compare(spec, store, progress=progress, trial_stages=(_per_class_from_the_model(trials[0]),), derived=())
+    assert plans[-1] == ("comparison: 8 model pairs, 459 layer pairs, 3 tiles (0 to run), 4 per-trial analyses", 4)
+    assert out["failed"] == {f"class_accuracy {trials[0]}": f"RuntimeError: planted failure for {trials[0]}"}
+    runs = store.read_table("stage_runs").set_index("key")
+    assert runs.loc[trials[0], "status"] == "failed" and (runs.loc[trials[1:], "status"] == "done").all()
+    assert sorted(store.part_keys("class_accuracy")) == trials[1:]
+
+    # the next comparison runs only the trial that failed; the finished parts stay as they are
+    before = _mtimes(sweep / "tables" / "class_accuracy")
+    out = compare(spec, store, progress=progress, trial_stages=(_per_class_from_the_model(),), derived=())
+    assert out["failed"] == {} and plans[-1][1] == 1
+    assert {p: t for p, t in _mtimes(sweep / "tables" / "class_accuracy").items() if p in before} == before
+    assert (store.read_table("stage_runs")["status"] == "done").all()
+
+    # the model's own per-class accuracy is what the derived table computes from the predictions
+    from_models = store.read_table("class_accuracy").sort_values(["trial_id", "label"]).reset_index(drop=True)
+    derived = SweepStore(str(small_sweep)).read_table("class_accuracy").sort_values(["trial_id", "label"])
+    pd.testing.assert_frame_equal(from_models, derived.reset_index(drop=True))
+
+    # and a third comparison has nothing to do and writes nothing
+    everything = _mtimes(sweep / "tables")
+    compare(spec, store, progress=progress, trial_stages=(_per_class_from_the_model(),), derived=DERIVED_TABLES)
+    assert plans[-1][1] == 0 and _mtimes(sweep / "tables") == everything
