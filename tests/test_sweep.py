@@ -35,6 +35,9 @@ def test_tiny_grid_trains_on_tune_and_writes_three_tables(ray_local, tiny_spec, 
     row = t["trials"].set_index("trial_id").loc[next(iter(ids))]
     assert row["params"] == 77_754 and row["epochs_done"] == 2 and row["test_acc"] > 0.1
     assert Path(row["checkpoint_uri"]).is_file()
+    # the whole configuration is recorded, dataset and model sections included
+    assert (row["dataset"], row["dataset_augment"], row["dataset_image_size"]) == ("digits", True, 32)
+    assert (row["model_family"], row["arch"], row["epochs"], row["lr"]) == ("cifar_resnet", "d8-w1", 2, 0.1)
     # a second run trains nothing and adds no rows
     before = {k: len(v) for k, v in t.items()}
     mtimes = {p: p.stat().st_mtime_ns for p in (sweep / "tables").rglob("*.parquet")}
