@@ -8,7 +8,10 @@
     pc1             first principal component's share of variance, by layer
     accuracy        test accuracy against width and depth
     disagreement    prediction disagreement between configurations against their seed baseline
-    class-accuracy  per-class accuracy differences between two configurations
+    class-accuracy  per-class accuracy differences between two configurations, with their significance
+    blocks, without-pc1, dominant, dominant-removal, probes, deletion, example-errors: the study's
+                    analyses
+                    (analysis/study_charts.py, analysis/heatmaps.py)
 
 The four heatmaps live in `analysis/heatmaps.py`, the rest here; what they share (the size
 limits: nothing is dropped silently, Altair's row limit is never lifted) in
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from repsweep.analysis import heatmaps, predictions
+from repsweep.analysis import heatmaps, predictions, study_charts
 from repsweep.analysis.chartkit import MAX_ROWS, done_trials, facet_header, parse_config
 from repsweep.analysis.query import Results
 from repsweep.analysis.schemas import TableError
@@ -167,23 +170,42 @@ def class_accuracy(res: Results, *, a: str | None = None, b: str | None = None) 
         columns={"accuracy": "accuracy_a"}).reset_index()
     rows["difference"] = rows["accuracy_a"] - rows["accuracy_b"]
     rows["better"] = rows["difference"].map(lambda d: "a" if d > 0 else "b" if d < 0 else "tie")
+    q, significant, note = _significance(res, sides)
+    rows["q"], rows["significant"] = rows["label"].map(q), rows["label"].map(significant).fillna(False).astype(bool)
     return alt.Chart(rows).mark_bar().encode(
+        opacity=alt.condition("datum.significant", alt.value(1.0), alt.value(0.45)),
         x=alt.X("label:O", title="class", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("difference:Q", title="accuracy of a minus b", axis=alt.Axis(format="+.0%")),
         color=alt.Color("better:N", title="better", scale=alt.Scale(domain=["a", "b", "tie"],
                                                                     range=["#4c78a8", "#e45756", "#999999"])),
         tooltip=["label:O", alt.Tooltip("accuracy_a:Q", format=".3f"), alt.Tooltip("accuracy_b:Q", format=".3f"),
-                 alt.Tooltip("difference:Q", format="+.3f"), "n_examples:Q"],
+                 alt.Tooltip("difference:Q", format="+.3f"), alt.Tooltip("q:Q", format=".2g"), "n_examples:Q"],
     ).properties(width=max(240, 24 * len(rows)), height=200, title=alt.TitleParams(
         "Per-class accuracy differences", subtitle=[f"a: {names[0]}", f"b: {names[1]}",
-                                                    "mean over seeds of each configuration"], anchor="start"))
+                                                    "mean over seeds of each configuration", note], anchor="start"))
+
+
+def _significance(res: Results, sides: list[pd.DataFrame]) -> tuple[dict, dict, str]:
+    """Per class: the class_diff table's BH q-value and verdict for configurations a and b (by label)."""
+    (a, fa), (b, fb) = ((s["arch"].iloc[0], s["data_fraction"].iloc[0]) for s in sides)
+    diff = res.sql("SELECT label, q, significant, testable, reason FROM class_diff WHERE data_fraction = $f AND "
+                   "((arch_a = $a AND arch_b = $b) OR (arch_a = $b AND arch_b = $a)) ORDER BY label",
+                   {"f": fa, "a": a, "b": b}) if fa == fb else pd.DataFrame()
+    if diff.empty or not diff["testable"].any():
+        why = diff["reason"].iloc[0] if len(diff) else "a and b differ in data fraction, or class_diff is not computed"
+        return {}, {}, f"not tested: {why}"
+    n = int(diff["significant"].sum())
+    return (dict(zip(diff["label"], diff["q"])), dict(zip(diff["label"], diff["significant"])),
+            f"solid bars: significant (Welch's t-test across seeds, Benjamini-Hochberg q < 0.05): {n} of {len(diff)}")
 
 
 # ------------------------------------------------------------------------------- registry
 
 CHARTS: dict[str, Callable[..., Any]] = {
     "figure1": heatmaps.figure1, "fractions": heatmaps.fractions, "cross-seed": heatmaps.cross_seed,
-    "cross-arch": heatmaps.cross_arch,
+    "cross-arch": heatmaps.cross_arch, "blocks": study_charts.blocks, "without-pc1": heatmaps.without_pc1,
+    "dominant": study_charts.dominant, "dominant-removal": study_charts.dominant_removal, "probes": study_charts.probes, "deletion": study_charts.deletion,
+    "example-errors": study_charts.example_errors,
     "pc1": pc1, "accuracy": accuracy, "disagreement": disagreement, "class-accuracy": class_accuracy,
 }
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from repsweep.analysis.gram import double_centre, pc1_fraction, shifted_grams, u_centre_
+from repsweep.analysis.pcview import PCView
 from repsweep.analysis.stream import stream_batches
 from repsweep.models.interface import RepresentationModel
 
@@ -132,6 +133,9 @@ class CKAAccumulator:
         (one batched ``eigvalsh`` of the (R, n, n) centred Grams per batch).
     device
         Where Grams and sums live; default: the device of the first batch's first layer.
+    pc_view
+        Also feed each batch's Grams to this `analysis.pcview.PCView` (first-PC statistics:
+        CKA without PC1, PC1 cosines, per-example shares), so they need no Grams of their own.
     """
 
     def __init__(
@@ -141,10 +145,12 @@ class CKAAccumulator:
         col_names: Sequence[str] | None = None,
         pc1: bool = False,
         device: torch.device | str | None = None,
+        pc_view: PCView | None = None,
     ) -> None:
         self.row_names = tuple(row_names) if row_names is not None else None
         self.col_names = tuple(col_names) if col_names is not None else None
         self.pc1 = pc1
+        self.pc_view = pc_view
         self.device = torch.device(device) if device is not None else None
         self._cross: bool | None = True if col_names is not None else None
         # float64 sums, allocated by the first update; *_yy and *_y serve the cross case only
@@ -179,11 +185,13 @@ class CKAAccumulator:
             self._hsic_yy, self._pc1_y = torch.zeros(n_cols, **zeros), torch.zeros(n_cols, **zeros)
 
     def update(
-        self, rows: Sequence[torch.Tensor], cols: Sequence[torch.Tensor] | None = None
+        self, rows: Sequence[torch.Tensor], cols: Sequence[torch.Tensor] | None = None,
+        examples: torch.Tensor | None = None,
     ) -> None:
         """Add one minibatch: each layer's activations, first dimension = the batch's examples.
 
         Batches of fewer than MIN_BATCH examples are skipped and counted in ``n_skipped``.
+        ``examples`` (n,): the batch's indices into the probe set, for the PC view's per-example sums.
         """
         cross = cols is not None
         if self._cross is None:
@@ -207,6 +215,8 @@ class CKAAccumulator:
         # both sides' Grams first, so a non-finite layer raises before any sum changes
         g_x = shifted_grams(rows, row_names, self.device)  # (R_x, n, n)
         g_y = None if cols is None else shifted_grams(cols, col_names, self.device)  # (R_y, n, n)
+        if self.pc_view is not None:
+            self.pc_view.update(g_x, g_y, examples)
         if self.pc1:
             self._pc1_x += pc1_fraction(g_x)
             if g_y is not None:

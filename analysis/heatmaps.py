@@ -24,10 +24,15 @@ def _layer_counts(res: Results) -> pd.Series:
     return res.sql("SELECT trial_id, count(*) AS n FROM layers GROUP BY trial_id").set_index("trial_id")["n"]
 
 
-def _pair_cka(res: Results, pairs: pd.DataFrame) -> pd.DataFrame:
+# the heatmap values a chart can show: (table, column), read as "cka"
+VALUES = {"cka": ("cka", "cka"), "without_pc1": ("pc1_pairs", "cka_without_pc1")}
+
+
+def _pair_cka(res: Results, pairs: pd.DataFrame, values: str = "cka") -> pd.DataFrame:
     """CKA rows of each pair (trial_a, trial_b), oriented so trial_a's layers are layer_a."""
     wanted = [f"{a}|{b}" for a, b in zip(pairs["trial_a"], pairs["trial_b"])]
-    cka = res.sql("SELECT trial_a, layer_a, trial_b, layer_b, cka FROM cka "
+    table, column = VALUES[values]
+    cka = res.sql(f"SELECT trial_a, layer_a, trial_b, layer_b, {column} AS cka FROM {table} "
                   "WHERE list_contains($want, trial_a || '|' || trial_b) "
                   "OR list_contains($want, trial_b || '|' || trial_a)", {"want": wanted})
     swapped = cka.rename(columns={"trial_a": "trial_b", "trial_b": "trial_a",
@@ -50,14 +55,14 @@ def _span(lo: pd.Series, hi: pd.Series) -> list[str]:
     return [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(lo, hi)]
 
 
-def _heatmap_data(res: Results, pairs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One row per cell of each pair's CKA heatmap, layers binned to fit MAX_ROWS; notes."""
+def _heatmap_data(res: Results, pairs: pd.DataFrame, values: str = "cka") -> tuple[pd.DataFrame, list[str]]:
+    """One row per cell of each pair's CKA heatmap (VALUES), layers binned to fit MAX_ROWS; notes."""
     notes = []
     if len(pairs) > MAX_PANELS:
         notes.append(f"the first {MAX_PANELS} of {len(pairs)} model pairs; choose others with options "
                      f"or 'repsweep query'")
         pairs = pairs.head(MAX_PANELS)
-    rows = _pair_cka(res, pairs)
+    rows = _pair_cka(res, pairs, values)
     if rows.empty:
         raise TableError("no CKA rows for these models yet; run 'repsweep compare SWEEP'")
     compared = pairs.merge(rows[["trial_a", "trial_b"]].drop_duplicates())  # in the caller's order
@@ -115,7 +120,8 @@ def _within_pairs(trials: pd.DataFrame, *facets: str) -> pd.DataFrame:
     return trials.assign(trial_a=trials["trial_id"], trial_b=trials["trial_id"])[[*facets, "trial_a", "trial_b"]]
 
 
-def figure1(res: Results, *, data_fraction: float | None = None, seed: int | None = None) -> alt.FacetChart:
+def figure1(res: Results, *, data_fraction: float | None = None, seed: int | None = None,
+            values: str = "cka") -> alt.FacetChart:
     """Within-model CKA of every architecture, width across and depth down (paper's Figure 1)."""
     import altair as alt
 
@@ -123,11 +129,18 @@ def figure1(res: Results, *, data_fraction: float | None = None, seed: int | Non
     frac = choose(trials, "data_fraction", data_fraction, max)
     trials = trials[trials["data_fraction"] == frac]
     seed = choose(trials, "seed", seed, min)
-    cells, notes = _heatmap_data(res, _within_pairs(trials[trials["seed"] == seed], "depth", "width"))
-    notes.insert(0, "linear CKA between every two layers of each model; layer 0 is the stem, the last the logits")
+    cells, notes = _heatmap_data(res, _within_pairs(trials[trials["seed"] == seed], "depth", "width"), values)
+    what = ", each layer's first principal component removed" if values == "without_pc1" else ""
+    notes.insert(0, f"linear CKA between every two layers of each model{what}; layer 0 is the stem, the last the logits")
+    title = "Within-model CKA without the first PC" if values == "without_pc1" else "Within-model CKA"
     return _heatmap(cells, row=alt.Row(**facet_header("depth", "depth")),
                     column=alt.Column(**facet_header("width", "width")), notes=notes,
-                    title=f"Within-model CKA: width across, depth down (data fraction {frac:g}, seed {seed})")
+                    title=f"{title}: width across, depth down (data fraction {frac:g}, seed {seed})")
+
+
+def without_pc1(res: Results, *, data_fraction: float | None = None, seed: int | None = None) -> alt.FacetChart:
+    """Within-model CKA with each layer's first principal component removed (the block fades)."""
+    return figure1(res, data_fraction=data_fraction, seed=seed, values="without_pc1")
 
 
 def fractions(res: Results, *, depth: int | None = None, width: int | None = None,

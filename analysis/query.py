@@ -47,14 +47,33 @@ class Results:
         import duckdb
 
         self.store = store
-        self._con = duckdb.connect()
+        # a query reads the sweep's tables and nothing else: no files, no databases, no extensions,
+        # and no statement can switch that back on (the tables are Arrow datasets read by pyarrow)
+        self._con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                           "autoload_known_extensions": False})
+        self._con.execute("SET lock_configuration = true")
         self._datasets: dict[str, pyarrow.dataset.Dataset] = {}
 
     # ----------------------------------------------------------------- queries
     def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run one SQL query (DuckDB dialect) over the tables; `params` fill `?` or `$name`."""
+        """Run one SELECT (DuckDB dialect; CTEs and joins too) over the tables; `params` fill `?` or `$name`.
+
+        Anything else (more than one statement, COPY, ATTACH, INSTALL, CREATE, SET, ...) is a
+        TableError: a query only reads.
+        """
         import duckdb
 
+        try:
+            statements = duckdb.extract_statements(query)
+        except duckdb.Error as e:
+            raise TableError(self._explain(e, query)) from e
+        if not statements:
+            raise TableError('empty query; pass one SELECT, e.g. "SELECT depth, width, test_acc FROM trials"')
+        if len(statements) != 1:
+            raise TableError(f"expected one SQL statement, got {len(statements)}; run one SELECT at a time")
+        if statements[0].type != duckdb.StatementType.SELECT:
+            kind = statements[0].type.name.replace("_STATEMENT", "")
+            raise TableError(f"only SELECT queries read a sweep; {kind} statements are refused (tables are read-only)")
         self._register()
         try:
             return self._con.sql(query, params=params).to_arrow_table().to_pandas()
@@ -128,6 +147,9 @@ class Results:
                 used = []
             listing = "; ".join(f"{t} has {', '.join(SCHEMAS[t].names)}" for t in used)
             return f"{first}; {listing}" if listing else first
+        if isinstance(e, duckdb.PermissionException):
+            return (f"a query reads only the sweep's tables ({', '.join(SCHEMAS)}); files, databases and "
+                    f"extensions are refused ({first})")
         if isinstance(e, duckdb.ParserException):
             return f"bad SQL: {first}"
         if isinstance(e, (duckdb.IOException, duckdb.InvalidInputException)) and "parquet" in text.lower():

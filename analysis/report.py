@@ -2,8 +2,9 @@
 
     write_report("./repsweep-results/demo")   # -> ./repsweep-results/demo/report.html
 
-The report holds the sweep's summary (grid, trials, failures, accuracies, comparison) and
-every chart of `analysis.charts.CHARTS`. It needs no network: the Vega, Vega-Lite and
+The report opens with the findings (the study's claims, each with this sweep's numbers and a
+verdict: analysis/findings.py), then the sweep's summary (grid, trials, failures, accuracies,
+comparison) and every chart of `analysis.charts.CHARTS`. It needs no network: the Vega, Vega-Lite and
 Vega-Embed libraries (from vl-convert's offline bundle, ~0.9 MB) are inlined in the page
 with each chart's spec and data. A chart whose tables are still empty shows why instead.
 Cost: a few seconds (bundling the JavaScript, building the charts' data with DuckDB).
@@ -40,6 +41,8 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; font-variant-numeric: ta
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f5f5f5; }
 td:first-child, th:first-child { text-align: left; }
 .chart { overflow-x: auto; padding: 0.5em 0; } .error { color: #b00; white-space: pre-wrap; }
+.findings li { margin: 0.4em 0; } .verdict { font-weight: 600; } .verdict.holds { color: #1a7f37; }
+.verdict.does-not-hold { color: #b00; } .verdict.not-testable { color: #777; }
 """
 
 # Draw every chart; mark each div rendered or failed (the report's tests read these marks).
@@ -104,7 +107,7 @@ def report_html(res: Results) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>repsweep report: {html.escape(name)}</h1>",
             f'<p class="meta">{html.escape(res.store.uri)} &middot; written {now}</p>',
-            *_summary(res, spec, trials)]
+            *_findings(res), *_summary(res, spec, trials)]
     charts = []
     for kind, fn in CHARTS.items():
         body.append(f"<h2>{html.escape(kind)}</h2>")
@@ -155,6 +158,18 @@ def _spec(store: SweepStore) -> tuple[str, dict]:
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, na_rep="", escape=True,
                       float_format=lambda v: f"{v:.4g}")
+
+
+def _findings(res: Results) -> list[str]:
+    """The study's claims with their numbers and verdicts (the findings table), as HTML pieces."""
+    frame = res.sql("SELECT * FROM findings ORDER BY claim")
+    out = ["<h2>findings</h2>"]
+    if frame.empty:
+        return out + ['<p class="note">No findings yet: run \'repsweep compare SWEEP\'.</p>']
+    items = [f'<li class="finding"><b>({r.claim}) {html.escape(r.title)}</b>: '
+             f'<span class="verdict {r.verdict.replace(" ", "-")}">{html.escape(r.verdict)}</span>. '
+             f'{html.escape(r.numbers)}{"; " if r.numbers else ""}{html.escape(r.why)}.</li>' for r in frame.itertuples()]
+    return out + ["<ul class=\"findings\">" + "".join(items) + "</ul>"]
 
 
 def _summary(res: Results, spec: dict, trials: pd.DataFrame) -> list[str]:

@@ -68,8 +68,23 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("hsic_bb", pa.float64()), ("n_batches", pa.int32()), ("batch_size", pa.int32()),
     ]),
     # first principal component's share of each layer's variance, mean over probe batches
+    # dominant_share: how much of the first PC the layer's compare.dominant top examples carry
     "pca": pa.schema([("trial_id", pa.string()), ("layer", pa.int32()),
-                      ("pc1_fraction", pa.float64()), ("n_batches", pa.int32())]),
+                      ("pc1_fraction", pa.float64()), ("n_batches", pa.int32()),
+                      ("dominant_share", pa.float64())]),
+    # per layer pair: CKA with each layer's first PC removed (its HSIC1 sums), and the mean squared
+    # cosine of the two layers' first-PC score vectors over the same batches (analysis/pcview.py)
+    "pc1_pairs": pa.schema([
+        ("trial_a", pa.string()), ("layer_a", pa.int32()), ("trial_b", pa.string()), ("layer_b", pa.int32()),
+        ("cka_without_pc1", pa.float64()), ("pc1_cos2", pa.float64()), ("hsic_ab", pa.float64()),
+        ("hsic_aa", pa.float64()), ("hsic_bb", pa.float64()), ("n_batches", pa.int32()),
+    ]),
+    # each layer's compare.dominant probe examples with the largest mean share of its first PC
+    # (rank 1 = largest): share, RMS first-PC score and RMS distance to the batch mean
+    "dominant": pa.schema([
+        ("trial_id", pa.string()), ("layer", pa.int32()), ("example", pa.int32()), ("rank", pa.int32()),
+        ("label", pa.int32()), ("pc1_share", pa.float64()), ("pc1_score", pa.float64()), ("norm", pa.float64()),
+    ]),
     # prediction agreement of each compared model pair on the full test set
     "disagreement": pa.schema([
         ("trial_a", pa.string()), ("trial_b", pa.string()), ("pair_kind", pa.string()),
@@ -79,6 +94,63 @@ SCHEMAS: dict[str, pa.Schema] = {
     # accuracy of each trial on each class of the test set
     "class_accuracy": pa.schema([("trial_id", pa.string()), ("label", pa.int32()),
                                  ("n_examples", pa.int32()), ("accuracy", pa.float64())]),
+    # ---- the study's analyses (per trial on the pool, or derived from the tables above)
+    # block structure of each model, at a few CKA thresholds (analysis/blocks.py)
+    "blocks": pa.schema([
+        ("trial_id", pa.string()), ("threshold", pa.float64()), ("found", pa.bool_()), ("start", pa.int32()),
+        ("end", pa.int32()), ("size", pa.int32()), ("fraction", pa.float64()), ("inside", pa.float64()),
+        ("before", pa.float64()), ("contrast", pa.float64()), ("pc1_inside", pa.float64()),
+        ("pc1_outside", pa.float64()),
+    ]),
+    # a linear probe of every captured layer of each model (analysis/probes.py)
+    "probes": pa.schema([
+        ("trial_id", pa.string()), ("layer", pa.int32()), ("accuracy", pa.float64()), ("alpha", pa.float64()),
+        ("holdout_accuracy", pa.float64()), ("train_accuracy", pa.float64()), ("n_train", pa.int32()),
+        ("n_test", pa.int32()), ("dim", pa.int32()), ("pooling", pa.string()),
+    ]),
+    # test accuracy with each residual block removed, no retraining (analysis/deletion.py)
+    "deletion": pa.schema([
+        ("trial_id", pa.string()), ("block", pa.string()), ("layer", pa.int32()), ("accuracy", pa.float64()),
+        ("drop", pa.float64()), ("intact", pa.float64()),
+    ]),
+    # the block's CKA with its dominant examples left out of the probe set, and with as many
+    # random ones left out (analysis/dominance.py)
+    "dominant_removal": pa.schema([
+        ("trial_id", pa.string()), ("threshold", pa.float64()), ("start", pa.int32()), ("end", pa.int32()),
+        ("n_removed", pa.int32()), ("inside", pa.float64()), ("inside_without_dominant", pa.float64()),
+        ("inside_without_random", pa.float64()), ("before", pa.float64()),
+        ("before_without_dominant", pa.float64()), ("before_without_random", pa.float64()),
+    ]),
+    # how alike two seeds' dominant sets inside their blocks are (analysis/dominance.py)
+    "dominant_overlap": pa.schema([
+        ("arch", pa.string()), ("data_fraction", pa.float64()), ("seed_a", pa.int64()), ("seed_b", pa.int64()),
+        ("n", pa.int32()), ("jaccard", pa.float64()), ("shared", pa.int32()),
+        ("classes_a", pa.list_(pa.int32())), ("classes_b", pa.list_(pa.int32())),
+    ]),
+    # per configuration (arch, data fraction) and test example: accuracy over its seeds (analysis/errors.py)
+    "example_stats": pa.schema([
+        ("arch", pa.string()), ("data_fraction", pa.float64()), ("example", pa.int32()), ("label", pa.int32()),
+        ("accuracy", pa.float64()), ("n_seeds", pa.int32()),
+    ]),
+    # per pair of configurations: per-example disagreement against disjoint seed groups (analysis/errors.py)
+    "example_disagreement": pa.schema([
+        ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()),
+        ("seeds_per_group", pa.int32()), ("n_examples", pa.int32()), ("between", pa.float64()),
+        ("baseline_a", pa.float64()), ("baseline_b", pa.float64()), ("baseline", pa.float64()),
+        ("excess", pa.float64()), ("p", pa.float64()), ("testable", pa.bool_()), ("reason", pa.string()),
+    ]),
+    # per pair of configurations and class: Welch's t-test across seeds, Benjamini-Hochberg q (analysis/errors.py)
+    "class_diff": pa.schema([
+        ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()), ("label", pa.int32()),
+        ("mean_a", pa.float64()), ("mean_b", pa.float64()), ("difference", pa.float64()), ("t", pa.float64()),
+        ("p", pa.float64()), ("q", pa.float64()), ("significant", pa.bool_()), ("n_a", pa.int32()),
+        ("n_b", pa.int32()), ("testable", pa.bool_()), ("reason", pa.string()),
+    ]),
+    # the study's claims, each with its numbers from this sweep and a verdict (analysis/findings.py)
+    "findings": pa.schema([
+        ("claim", pa.int32()), ("title", pa.string()), ("verdict", pa.string()), ("numbers", pa.string()),
+        ("why", pa.string()),
+    ]),
     # comparison tiles: what was computed, where, and how it ended
     "tiles": pa.schema([
         ("tile", pa.string()), ("status", pa.string()), ("error", pa.string()),

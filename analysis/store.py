@@ -87,17 +87,30 @@ class SweepStore:
         Columns the rows leave out are null; a column the table does not know is an error
         (a field that would otherwise be dropped without a word).
         """
+        buf = io.BytesIO()
+        pq.write_table(self.as_table(table, rows), buf)
+        self.write_bytes(buf.getvalue(), *_part(table, key))
+
+    @staticmethod
+    def as_table(table: str, rows: pd.DataFrame | list[dict]) -> pa.Table:
+        """`rows` as an Arrow table of `table`'s schema (see write_part for the column rules)."""
         schema = table_schema(table)
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
         unknown = [c for c in df.columns if c not in schema.names]
         if unknown:
             raise TableError(f"table '{table}' has no column {', '.join(map(repr, unknown))}; "
                              f"add it to analysis/schemas.py (its columns are {', '.join(schema.names)})")
-        df = df.reindex(columns=schema.names)
-        arrow = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-        buf = io.BytesIO()
-        pq.write_table(arrow, buf)
-        self.write_bytes(buf.getvalue(), *_part(table, key))
+        return pa.Table.from_pandas(df.reindex(columns=schema.names), schema=schema, preserve_index=False)
+
+    def part_holds(self, table: str, key: str, rows: pd.DataFrame | list[dict]) -> bool:
+        """Whether part `key` exists and holds exactly `rows` (compared as Arrow tables: nulls, lists)."""
+        if not self.has_part(table, key):
+            return False
+        try:
+            stored = pq.read_table(self.part_path(table, key), filesystem=self.fs, schema=table_schema(table))
+        except (pa.ArrowInvalid, OSError):
+            return False  # unreadable: it will be written again
+        return stored.equals(self.as_table(table, rows))
 
     def part_path(self, table: str, key: str) -> str:
         """Where the part `key` of `table` lives (a path on `self.fs`)."""

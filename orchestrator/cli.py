@@ -7,7 +7,8 @@
     repsweep tables SWEEP      the tables with their columns, types and row counts
     repsweep query SWEEP SQL   SQL over the tables (each one a view), as a table, CSV or JSON
     repsweep plot SWEEP KIND   one chart (figure1, pc1, ...) as HTML, PNG or SVG
-    repsweep report SWEEP      the self-contained HTML report with every chart
+    repsweep findings SWEEP    the study's six claims, each with this sweep's numbers and a verdict
+    repsweep report SWEEP      the self-contained HTML report: findings first, then every chart
     repsweep demo              run the demo sweep (examples/demo.yaml) end to end on the bundled digits
 
 `run` and `demo` train, compare and write the report; the demo takes about 6 minutes on 2 cores.
@@ -24,6 +25,7 @@ import logging
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +150,14 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
     rc = _compare(spec, store)
     from repsweep.analysis.report import write_report
 
+    from repsweep.analysis.findings import lines
+    from repsweep.analysis.query import open_results
+
+    for line in lines(open_results(store).table("findings").sort_values("claim")):
+        print(line)
     print(f"report: {write_report(store)}")
     print(f"tables: {store.uri_of('tables')}")
-    print(f"next:   repsweep status {store.uri}")
+    print(f"next:   repsweep status {store.uri}    (repsweep findings {store.uri}: the claims again)")
     print(f'        repsweep query {store.uri} "SELECT depth, width, data_fraction, test_acc FROM trials"')
     return rc
 
@@ -247,6 +254,20 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_findings(args: argparse.Namespace) -> int:
+    """repsweep findings SWEEP: the study's six claims, each with this sweep's numbers and a verdict."""
+    from repsweep.analysis.findings import lines
+    from repsweep.analysis.query import open_results
+
+    frame = open_results(args.sweep).table("findings").sort_values("claim")
+    if frame.empty:
+        print(f"no findings yet; run 'repsweep compare {args.sweep}'")
+        return 1
+    for line in lines(frame):
+        print(line)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """repsweep report SWEEP: the self-contained HTML report (a few seconds)."""
     from repsweep.analysis.report import write_report
@@ -262,8 +283,21 @@ def _counts(counts: dict[str, int]) -> str:
 
 # --------------------------------------------------------------------------- main
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2), like every other bad input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"repsweep: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="repsweep", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="repsweep", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     addr = dict(default=None, help="Ray cluster address (default: start Ray locally)")
     s = sub.add_parser("run", help="train (and compare) the sweep a YAML spec describes")
@@ -291,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sweep")
     s.add_argument("sql", help='e.g. "SELECT depth, width, avg(test_acc) FROM trials GROUP BY ALL"')
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.add_argument("--max-rows", type=int, default=100, help="rows an aligned table shows (default 100)")
+    s.add_argument("--max-rows", type=_positive_int, default=100, help="rows an aligned table shows (default 100)")
     s.set_defaults(func=cmd_query)
     from repsweep.analysis.charts import CHARTS  # light: Altair is imported when a chart is drawn
 
@@ -306,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--a", help="class-accuracy: configuration a, e.g. d56-w1 or d56-w1-f0.5")
     s.add_argument("--b", help="class-accuracy: configuration b, e.g. d8-w2")
     s.set_defaults(func=cmd_plot)
+    s = sub.add_parser("findings", help="the study's claims with this sweep's numbers and a verdict each")
+    s.add_argument("sweep")
+    s.set_defaults(func=cmd_findings)
     s = sub.add_parser("report", help="write the sweep's self-contained HTML report")
     s.add_argument("sweep")
     s.add_argument("--out", default=None, help="file to write (default: <sweep>/report.html)")

@@ -1,10 +1,10 @@
-"""The comparison stage's driver: plan -> tiles and per-trial stages -> derived tables.
+"""The comparison stage's driver: plan -> tiles and per-trial stages -> derived tables, by steps.
 
     compare(spec, store)   # every job not yet done, on one actor pool; returns the plan and failures
 
-Tables written: cka, pca and tiles (orchestrator/tiles.py), the tables of the per-trial stages,
-then the derived tables (class_accuracy, disagreement, ...; orchestrator/stages.py), and
-stage_runs. Each job's output is keyed, so a re-run does only what is missing and never
+Tables written: cka, pca, pc1_pairs, dominant and tiles (orchestrator/tiles.py), then each step
+of orchestrator/analyses.py: its per-trial stages' tables (probes, deletion, ...), then its
+derived tables (class_accuracy, disagreement, blocks, ..., findings), and stage_runs. Each job's output is keyed, so a re-run does only what is missing and never
 duplicates rows; a job that fails twice is recorded as failed while the rest finish.
 """
 
@@ -18,8 +18,8 @@ from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.plan import Tile, plan_comparison
 from repsweep.orchestrator.pool import Job, run_jobs
 from repsweep.orchestrator.spec import SweepSpec
-from repsweep.orchestrator.stages import (DERIVED_TABLES, TRIAL_STAGES, DerivedTable, TrialStage, derived_jobs,
-                                          trial_jobs)
+from repsweep.orchestrator.analyses import STEPS
+from repsweep.orchestrator.stages import Step, derived_jobs, trial_jobs
 from repsweep.orchestrator.tiles import run_tile
 
 log = logging.getLogger(__name__)
@@ -29,29 +29,34 @@ Progress = Callable[[str, int], Any]
 
 
 def compare(spec: SweepSpec, store: SweepStore, *, progress: Progress | None = None,
-            trial_stages: tuple[TrialStage, ...] = TRIAL_STAGES,
-            derived: tuple[DerivedTable, ...] = DERIVED_TABLES) -> dict[str, Any]:
+            steps: tuple[Step, ...] = STEPS) -> dict[str, Any]:
     """Run every comparison job not yet done; returns {"plan": Plan, "failed": {job: error}}."""
     plan = plan_comparison(spec, store)
     tiles = {t.key: t for t in plan.tiles}
     done = {k for k in tiles if store.has_part("cka", k)}
     for key in done - set(store.part_keys("tiles")):  # finished by a run cut off before its tiles row
         _tile_row(store, tiles[key], "done", n_rows=len(store.read_part("cka", key)))
-    jobs = [Job("tile", t.key, run_tile, (t, store.uri, spec.compare, spec.dataset))
-            for t in plan.tiles if t.key not in done]
-    n_tiles = len(jobs)
-    jobs += trial_jobs(trial_stages, spec, store, plan)
-    description = (f"comparison: {len(plan.pairs)} model pairs, {plan.n_layer_pairs} layer pairs, "
-                   f"{len(plan.tiles)} tiles ({n_tiles} to run)")
-    if len(jobs) > n_tiles:
-        description += f", {len(jobs) - n_tiles} per-trial analyses"
-    log.info(description)
-    failed = _run(spec, store, jobs, progress(description, len(jobs)) if progress else None, tiles)
-    if not failed:  # parts of an older plan (other groups or settings) would duplicate rows
-        for table in ("cka", "pca", "tiles"):
-            for key in set(store.part_keys(table)) - set(tiles):
-                store.delete_part(table, key)
-    failed |= _run(spec, store, derived_jobs(derived, store, plan), None, tiles)
+    tile_jobs = [Job("tile", t.key, run_tile, (t, store.uri, spec.compare, spec.dataset))
+                 for t in plan.tiles if t.key not in done]
+    failed: dict[str, str] = {}
+    for n, step in enumerate(steps):
+        jobs = (tile_jobs if n == 0 else []) + trial_jobs(step.trial_stages, spec, store, plan)
+        n_tiles = len(tile_jobs) if n == 0 else 0
+        if n == 0:
+            description = (f"comparison: {len(plan.pairs)} model pairs, {plan.n_layer_pairs} layer pairs, "
+                           f"{len(plan.tiles)} tiles ({n_tiles} to run)")
+            if len(jobs) > n_tiles:
+                description += f", {len(jobs) - n_tiles} per-trial analyses"
+        else:
+            description = f"analyses: {len(jobs)} per-trial jobs ({', '.join(s.table for s in step.trial_stages)})"
+        log.info(description)
+        bar = progress(description, len(jobs)) if progress and (n == 0 or jobs) else None
+        failed |= _run(spec, store, jobs, bar, tiles)
+        if n == 0 and not failed:  # parts of an older plan (other groups or settings) would duplicate rows
+            for table in ("cka", "pca", "pc1_pairs", "dominant", "tiles"):
+                for key in set(store.part_keys(table)) - set(tiles):
+                    store.delete_part(table, key)
+        failed |= _run(spec, store, derived_jobs(step.derived, spec, store, plan), None, tiles)
     return {"plan": plan, "failed": failed}
 
 

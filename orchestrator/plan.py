@@ -94,7 +94,8 @@ def plan_comparison(spec: SweepSpec, store: SweepStore) -> Plan:
     size = spec.compare.group_size or max(1, MAX_TILE_LAYERS // (2 * max(n_layers.values())))
     groups = [tuple(ids[i:i + size]) for i in range(0, len(ids), size)]
     group_of = {t: g for g, members in enumerate(groups) for t in members}
-    settings = json.dumps([spec.compare.probe_examples, spec.compare.batch_size, spec.compare.passes])
+    c = spec.compare  # what a tile computes depends on these: they are part of its key
+    settings = json.dumps([c.probe_examples, c.batch_size, c.passes, c.pc1_cross, c.dominant])
     tiles = []
     for i, j in itertools.combinations_with_replacement(range(len(groups)), 2):
         in_tile = tuple(p for p in pairs if sorted((group_of[p.a], group_of[p.b])) == [i, j])

@@ -42,8 +42,10 @@ class PoolWorker:
 
     def __init__(self, threads: int) -> None:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(max(1, threads))
+        self._blas = threadpool_limits(max(1, threads))  # numpy's and scikit-learn's BLAS: as many threads
 
     def ready(self) -> bool:
         return True

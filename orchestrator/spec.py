@@ -140,6 +140,10 @@ class CompareSpec:
     gpu: float = 0.0  # GPUs per comparison actor (fractions allowed)
     cpu: float = 1.0  # CPUs per comparison actor
     max_actors: int = 16  # the pool asks for min(jobs, max_actors) actors; Ray places them
+    pc1_cross: bool = False  # CKA without PC1 and PC1 cosines for cross-model pairs too (within: always)
+    dominant: int = 20  # examples per layer recorded as its dominant datapoints (largest first-PC share)
+    probes: bool = True  # linear probes of every layer of every model (a per-trial stage)
+    deletion: bool = True  # test accuracy with each residual block removed (a per-trial stage)
 
     def __post_init__(self) -> None:
         for p in self.pairs:
@@ -153,6 +157,8 @@ class CompareSpec:
             _fail("compare.passes", self.passes, "an integer >= 1")
         if self.group_size < 0:
             _fail("compare.group_size", self.group_size, "an integer >= 0 (0 = automatic)")
+        if self.dominant < 1:
+            _fail("compare.dominant", self.dominant, "an integer >= 1 (examples per layer)")
         if self.max_actors < 1:
             _fail("compare.max_actors", self.max_actors, "an integer >= 1")
         if self.gpu < 0 or not self.cpu > 0:

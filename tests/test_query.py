@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -98,6 +100,48 @@ def test_query_errors_are_one_line_naming_what_exists(results_sweep, query, mess
     with pytest.raises(TableError) as e:
         open_results(str(results_sweep)).sql(query)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def _refused(where: Path) -> list[str]:
+    """Queries that would write, attach, install or read outside the sweep (targets under `where`)."""
+    return [
+        f"COPY (SELECT * FROM trials) TO '{where}/tables/trials/x.parquet'",  # would double the trials
+        f"COPY trials TO '{where}/out.csv'", f"EXPORT DATABASE '{where}/db'", f"ATTACH '{where}/x.db' AS x",
+        "INSTALL httpfs", "LOAD httpfs", "SET enable_external_access = true", "CREATE TABLE t AS SELECT 1",
+        "CREATE VIEW v AS SELECT 1", "DROP VIEW trials", "INSERT INTO trials SELECT * FROM trials",
+        "SELECT * FROM read_csv('/etc/passwd')", "SELECT * FROM '/etc/hostname'",
+        f"SELECT * FROM read_parquet('{where}/tables/trials/*.parquet')", "SELECT 1; SELECT 2", "", "  ;  ",
+        "PRAGMA database_list", "CALL pragma_version()",
+    ]
+
+
+def test_every_query_that_writes_attaches_installs_or_reads_outside_is_refused(results_sweep, tmp_path):
+    sweep = tmp_path / "s"
+    shutil.copytree(results_sweep / "tables", sweep / "tables")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    res = open_results(str(sweep))
+    for query in _refused(sweep):
+        with pytest.raises(TableError) as e:
+            res.sql(query)
+        assert "\n" not in str(e.value), query
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    assert len(res.sql("SELECT * FROM trials")) == N_TRIALS
+    # ordinary reads still work: a CTE, a join across tables, aggregates, parameters
+    got = res.sql("""WITH deep AS (SELECT trial_id FROM trials WHERE depth = 14)
+                     SELECT count(*) AS n FROM predictions p JOIN deep USING (trial_id) WHERE p.correct OR NOT p.correct""")
+    assert got["n"].iloc[0] == 8 * 360
+    assert res.sql("SELECT count(*) AS n FROM trials WHERE depth = ?", [8])["n"].iloc[0] == N_TRIALS // 2
+
+
+def test_cli_refuses_a_writing_query_and_a_bad_max_rows_in_one_line(results_sweep, capsys):
+    for args in (["query", str(results_sweep), "COPY trials TO 'x.csv'"],
+                 ["query", str(results_sweep), "SELECT 1", "--max-rows", "-1"], ["query", str(results_sweep), ""]):
+        with pytest.raises(SystemExit) if "--max-rows" in args else contextlib.nullcontext():
+            rc = main(args)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("repsweep: error: "), err
+        if "--max-rows" not in args:
+            assert rc == 2
 
 
 def test_table_errors_list_the_tables_or_the_columns(results_sweep):

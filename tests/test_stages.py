@@ -9,7 +9,8 @@ import pytest
 
 from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.compare import compare
-from repsweep.orchestrator.stages import DERIVED_TABLES, TrialStage
+from repsweep.orchestrator.analyses import STEPS
+from repsweep.orchestrator.stages import Step, TrialStage
 from repsweep.orchestrator.sweep import load_sweep
 from tests.conftest import copy_sweep
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 def _per_class_from_the_model(fail_for: str | None = None) -> TrialStage:
     """A per-trial stage: each class's test accuracy, from the model itself (its own forward pass)."""
 
-    def compute(model, data, trial, spec) -> pd.DataFrame:
+    def compute(model, data, trial, spec, store) -> pd.DataFrame:
         from repsweep.orchestrator.train import predict
 
         if trial.trial_id == fail_for:
@@ -48,19 +49,19 @@ def test_a_trial_stage_runs_once_per_trial_records_failures_and_resumes(small_sw
     def progress(description: str, total: int):
         plans.append((description, total))
 
-    out = compare(spec, store, progress=progress, trial_stages=(_per_class_from_the_model(trials[0]),), derived=())
+    out = compare(spec, store, progress=progress, steps=(Step(trial_stages=(_per_class_from_the_model(trials[0]),)),))
     assert plans[-1] == ("comparison: 8 model pairs, 459 layer pairs, 3 tiles (0 to run), 4 per-trial analyses", 4)
     assert out["failed"] == {f"class_accuracy {trials[0]}": f"RuntimeError: planted failure for {trials[0]}"}
-    runs = store.read_table("stage_runs").set_index("key")
+    runs = store.read_table("stage_runs").query("stage == 'class_accuracy'").set_index("key")
     assert runs.loc[trials[0], "status"] == "failed" and (runs.loc[trials[1:], "status"] == "done").all()
     assert sorted(store.part_keys("class_accuracy")) == trials[1:]
 
     # the next comparison runs only the trial that failed; the finished parts stay as they are
     before = _mtimes(sweep / "tables" / "class_accuracy")
-    out = compare(spec, store, progress=progress, trial_stages=(_per_class_from_the_model(),), derived=())
+    out = compare(spec, store, progress=progress, steps=(Step(trial_stages=(_per_class_from_the_model(),)),))
     assert out["failed"] == {} and plans[-1][1] == 1
     assert {p: t for p, t in _mtimes(sweep / "tables" / "class_accuracy").items() if p in before} == before
-    assert (store.read_table("stage_runs")["status"] == "done").all()
+    assert (store.read_table("stage_runs").query("stage == 'class_accuracy'")["status"] == "done").all()
 
     # the model's own per-class accuracy is what the derived table computes from the predictions
     from_models = store.read_table("class_accuracy").sort_values(["trial_id", "label"]).reset_index(drop=True)
@@ -69,5 +70,5 @@ def test_a_trial_stage_runs_once_per_trial_records_failures_and_resumes(small_sw
 
     # and a third comparison has nothing to do and writes nothing
     everything = _mtimes(sweep / "tables")
-    compare(spec, store, progress=progress, trial_stages=(_per_class_from_the_model(),), derived=DERIVED_TABLES)
+    compare(spec, store, progress=progress, steps=(Step((_per_class_from_the_model(),), STEPS[0].derived[:2]),))
     assert plans[-1][1] == 0 and _mtimes(sweep / "tables") == everything

@@ -1,0 +1,102 @@
+"""The first-PC view from the CKA batches' Grams, on constructed activations whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from repsweep.analysis.cka import CKAAccumulator, linear_cka
+from repsweep.analysis.pcview import PCView
+from repsweep.analysis.stream import stream_batches
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _remove_pc1(x: np.ndarray) -> np.ndarray:
+    """Centred activations with their top principal component taken out (by SVD, the naive way)."""
+    xc = x - x.mean(axis=0)
+    u, s, vt = np.linalg.svd(xc, full_matrices=False)
+    return xc - s[0] * np.outer(u[:, 0], vt[0])
+
+
+def _accumulate(layers: list[np.ndarray], batches: list[np.ndarray], probe_size: int | None = None):
+    view = PCView(probe_size=probe_size)
+    acc = CKAAccumulator(pc1=True, pc_view=view)
+    for idx in batches:
+        acc.update([torch.from_numpy(x[idx]) for x in layers], examples=torch.from_numpy(idx))
+    return acc.result(), view.result()
+
+
+def test_cka_without_pc1_from_the_gram_equals_removing_pc1_from_the_activations():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 30)) @ rng.standard_normal((30, 30))
+    y = np.tanh(x @ rng.standard_normal((30, 20))) + 0.3 * rng.standard_normal((120, 20))
+    batches = [b.numpy() for b in stream_batches(120, batch_size=40, passes=2, seed=1)]
+    _, view = _accumulate([x, y], batches)
+    direct = CKAAccumulator()  # the same minibatch estimator, on activations with PC1 removed per batch
+    for idx in batches:
+        direct.update([torch.from_numpy(_remove_pc1(x[idx])), torch.from_numpy(_remove_pc1(y[idx]))])
+    np.testing.assert_allclose(view.cka_without_pc1(), direct.result().cka(), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(view.removed_xy, direct.result().hsic_xy, rtol=1e-8)
+    one = batches[0]  # and one batch against the full-batch formula
+    _, single = _accumulate([x, y], [one])
+    assert single.cka_without_pc1()[0, 1] == pytest.approx(
+        linear_cka(_remove_pc1(x[one]), _remove_pc1(y[one]), debiased=True), abs=1e-8)
+
+
+def test_a_shared_dominant_direction_carries_cka_and_removing_it_leaves_the_rest():
+    rng = np.random.default_rng(1)
+    n = 256
+    score = rng.standard_normal(n) * 10  # one planted direction over the examples, large
+    z, w = rng.standard_normal((n, 50)), rng.standard_normal((n, 50))  # the rest: independent
+    x = z + np.outer(score, rng.standard_normal(50))
+    y = w + np.outer(score, rng.standard_normal(50))
+    batches = [b.numpy() for b in stream_batches(n, batch_size=128, passes=3)]
+    cka, view = _accumulate([x, y], batches)
+    rest, _ = _accumulate([z, w], batches)
+    assert cka.cka()[0, 1] > 0.9  # the shared PC makes them look alike
+    assert view.cka_without_pc1()[0, 1] == pytest.approx(rest.cka()[0, 1], abs=0.05)  # PC1 gone: the rest
+    assert abs(rest.cka()[0, 1]) < 0.05
+    assert view.pc1_cos2()[0, 1] > 0.99 and view.pc1_cos2()[0, 0] == pytest.approx(1.0)
+    np.testing.assert_allclose(view.pc1_fraction()[0], cka.pc1_fraction()[0], rtol=1e-9)  # = eigvalsh's
+    assert (view.pc1_fraction()[0] > 0.8).all()
+
+
+def test_a_few_large_norm_examples_are_found_dominant_and_leaving_them_out_dissolves_the_block():
+    rng = np.random.default_rng(2)
+    n, big = 300, [7, 42, 101, 250]
+    direction = rng.standard_normal(40)
+    layers = []
+    for _ in range(4):  # a "block" of 4 layers: independent noise, plus the same huge activations on 4 examples
+        x = rng.standard_normal((n, 40))
+        x[big] += 30 * direction
+        layers.append(x)
+    batches = [b.numpy() for b in stream_batches(n, batch_size=100, passes=4)]
+    cka, view = _accumulate(layers, batches, probe_size=n)
+    share, score, norm = view.example_stats()  # (R, N) each
+    for layer in range(4):
+        assert set(np.argsort(-share[layer])[:4]) == set(big)
+        assert set(np.argsort(-score[layer])[:4]) == set(big) and set(np.argsort(-norm[layer])[:4]) == set(big)
+    assert share[:, big].sum(axis=1).min() > 0.9  # the first PC rests on them
+    inside = cka.cka()[np.triu_indices(4, 1)]
+    assert inside.min() > 0.8
+    keep = np.setdiff1d(np.arange(n), big)
+    without, _ = _accumulate([x[keep] for x in layers],
+                             [b.numpy() for b in stream_batches(len(keep), batch_size=100, passes=4)])
+    assert np.abs(without.cka()[np.triu_indices(4, 1)]).max() < 0.1  # the block is gone
+
+
+def test_shares_of_each_batch_sum_to_one_and_every_example_is_counted():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((90, 12))
+    batches = [b.numpy() for b in stream_batches(90, batch_size=30, passes=2)]
+    _, view = _accumulate([x], batches, probe_size=90)
+    assert view.seen.tolist() == [2.0] * 90
+    assert view.share_sum.sum() == pytest.approx(len(batches))  # u_1 is a unit vector per batch
