@@ -151,7 +151,11 @@ def _spec(store: SweepStore) -> tuple[str, dict]:
 
     if not store.exists("spec.yaml"):
         return os.path.basename(store.root.rstrip("/")), {}
-    spec = yaml.safe_load(store.read_bytes("spec.yaml")) or {}
+    try:
+        spec = yaml.safe_load(store.read_bytes("spec.yaml"))
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError):
+        spec = None  # a damaged spec.yaml: the report is drawn from the tables alone
+    spec = spec if isinstance(spec, dict) else {}
     return spec.get("name", os.path.basename(store.root)), spec
 
 

@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import posixpath
+import re
 import uuid
 
 import pandas as pd
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 def _is_uri(location: str) -> bool:
     return "://" in location
+
+
+_TEMP = re.compile(r"\.tmp-[0-9a-f]{8}$")  # write_bytes' temporary names: <final>.tmp-<8 hex digits>
 
 
 class SweepStore:
@@ -78,7 +82,7 @@ class SweepStore:
         """Names of the finished files directly under a folder (temp files skipped)."""
         sel = pafs.FileSelector(self.path(*parts), allow_not_found=True)
         return sorted(posixpath.basename(i.path) for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.File and ".tmp-" not in i.path)
+                      if i.type == pafs.FileType.File and not _TEMP.search(posixpath.basename(i.path)))
 
     # ----------------------------------------------------------------- tables
     def write_part(self, table: str, key: str, rows: pd.DataFrame | list[dict]) -> None:
@@ -101,6 +105,14 @@ class SweepStore:
             raise TableError(f"table '{table}' has no column {', '.join(map(repr, unknown))}; "
                              f"add it to analysis/schemas.py (its columns are {', '.join(schema.names)})")
         return pa.Table.from_pandas(df.reindex(columns=schema.names), schema=schema, preserve_index=False)
+
+    def part_readable(self, table: str, key: str) -> bool:
+        """Whether part `key` exists and is a whole Parquet file (its footer reads)."""
+        try:
+            pq.read_metadata(self.part_path(table, key), filesystem=self.fs)
+        except (pa.ArrowInvalid, OSError):
+            return False
+        return True
 
     def part_holds(self, table: str, key: str, rows: pd.DataFrame | list[dict]) -> bool:
         """Whether part `key` exists and holds exactly `rows` (compared as Arrow tables: nulls, lists)."""

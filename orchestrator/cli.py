@@ -106,6 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     check_dataset(spec.dataset)
+    start_ray(args.address)
+    _check_resources(spec, args, train=True)  # before anything is written
     store = open_sweep(spec)
     return _train_and_report(spec, store, args)
 
@@ -116,6 +118,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     spec, store = load_sweep(args.sweep)
     check_dataset(spec.dataset)
+    start_ray(args.address)
+    _check_resources(spec, args, train=True)
     return _train_and_report(spec, store, args)
 
 
@@ -135,7 +139,6 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
     from repsweep.orchestrator.grid import expand_grid
     from repsweep.orchestrator.sweep import train, trial_status
 
-    start_ray(args.address)
     t0 = time.perf_counter()
     n = len(expand_grid(spec))
     print(f"sweep '{spec.name}': {n} trials -> {store.uri}")
@@ -146,6 +149,9 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
         print(f"  failed {r['trial_id']}: {r['error']}")
     if counts.get("done", 0) + counts.get("failed", 0) < n:
         print(f"training did not finish; continue with: repsweep resume {store.uri}")
+        return 1
+    if not counts.get("done", 0):
+        print(f"training: every trial failed, nothing to compare; see 'repsweep status {store.uri}'")
         return 1
     rc = _compare(spec, store)
     from repsweep.analysis.report import write_report
@@ -188,7 +194,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     spec, store = load_sweep(args.sweep)
     start_ray(args.address)
+    _check_resources(spec, args, train=False)
     return _compare(spec, store)
+
+
+def _check_resources(spec: Any, args: argparse.Namespace, *, train: bool) -> None:
+    from repsweep.orchestrator.resources import check_resources
+
+    waiting = check_resources(spec, train=train, embedded=args.address is None)
+    if waiting:
+        print(waiting)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -206,6 +221,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         cols = ["trial_id", "status", "epochs_done", "test_acc", "wall_time_s"]
         print(st[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for _, r in st[st["error"].notna()].iterrows():  # why a trial failed, or how it resumed
+        print(f"  {r['status']} {r['trial_id']}: {r['error']}")
     return 0
 
 

@@ -33,7 +33,7 @@ def compare(spec: SweepSpec, store: SweepStore, *, progress: Progress | None = N
     """Run every comparison job not yet done; returns {"plan": Plan, "failed": {job: error}}."""
     plan = plan_comparison(spec, store)
     tiles = {t.key: t for t in plan.tiles}
-    done = {k for k in tiles if store.has_part("cka", k)}
+    done = {k for k in tiles if store.part_readable("cka", k)}  # a cut-off or damaged part is redone
     for key in done - set(store.part_keys("tiles")):  # finished by a run cut off before its tiles row
         _tile_row(store, tiles[key], "done", n_rows=len(store.read_part("cka", key)))
     tile_jobs = [Job("tile", t.key, run_tile, (t, store.uri, spec.compare, spec.dataset))

@@ -2,8 +2,9 @@
 
 - `digits`: scikit-learn's bundled 1,797 8x8 digit images (no download), with a fixed
   stratified split of 1,437 training and 360 test images.
-- `cifar10` / `cifar100`: read with torchvision from `root` in its on-disk format
-  (`cifar-10-batches-py/` or `cifar-100-python/`); nothing is downloaded.
+- `cifar10` / `cifar100`: read from `root` in torchvision's on-disk format
+  (`cifar-10-batches-py/` or `cifar-100-python/`) with an unpickler that admits only the
+  dicts, lists, strings and NumPy arrays the format holds; nothing is downloaded.
 - `imagefolder`: `root/train/<class>/*` and `root/test/<class>/*` (or `val/`), resized to
   `image_size` and held in memory.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,28 +94,70 @@ def _digits() -> tuple:
     return x_tr, y_tr, x_te, y_te, 10
 
 
+_CIFAR = {  # torchvision's on-disk layout: folder, training files, test file, meta file, label keys
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
+                "labels", "label_names"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names"),
+}
+# what a CIFAR pickle may hold: dicts, lists, strings, numbers and NumPy arrays (their rebuilders)
+_PICKLE_ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                   ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                   ("numpy._core.multiarray", "scalar")}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only the plain values and NumPy arrays the CIFAR format holds; anything else
+    (a crafted file asking for os.system, say) is refused before it runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks to load '{module}.{name}', which CIFAR files never hold")
+
+
+def _unpickle(path: str) -> dict:
+    with open(path, "rb") as f:
+        entry = _CifarUnpickler(f, encoding="latin1").load()
+    if not isinstance(entry, dict):
+        raise pickle.UnpicklingError(f"it holds a {type(entry).__name__}, not a dict")
+    return entry
+
+
 def _cifar(name: str, root: str) -> tuple:
-    from torchvision.datasets import CIFAR10, CIFAR100
+    """Read CIFAR-10/100 in torchvision's pickled format, without running code from the files."""
+    sub, train_files, test_file, meta_file, label_key, names_key = _CIFAR[name]
+    folder = os.path.join(root, sub)
+    expected = [*train_files, test_file, meta_file]
+    missing = [f for f in expected if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise SpecError(f"dataset.root '{root}': no {name} files in torchvision's format at '{folder}' "
+                        f"(missing {', '.join(missing)} of {', '.join(expected)})")
 
-    base = CIFAR10 if name == "cifar10" else CIFAR100
-    folder = os.path.join(root, base.base_folder)
+    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for f in files:
+            path = os.path.join(folder, f)
+            try:
+                entry = _unpickle(path)
+                data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # (N, 3072) -> (N, C, H, W)
+                labels = np.asarray(entry[label_key], dtype=np.int64)
+                if len(labels) != len(data):
+                    raise ValueError(f"{len(data)} images but {len(labels)} labels")
+            except Exception as e:  # truncated, foreign or crafted: unpickling raises anything
+                raise SpecError(f"dataset.root '{root}': '{path}' is not a {name} file ({type(e).__name__}: "
+                                f"{str(e)[:160]}); replace it with the original archive's file") from e
+            xs.append(data)
+            ys.append(labels)
+        return np.concatenate(xs).astype(np.float64) / 255.0, np.concatenate(ys)
 
-    class _Local(base):  # type: ignore[misc, valid-type]
-        # torchvision's md5 check accepts only the official files and hashes 170 MB per load;
-        # here files must exist and unpickle, which catches truncated or foreign files.
-        train_list = [[f, None] for f, _ in base.train_list]
-        test_list = [[f, None] for f, _ in base.test_list]
-        meta = {**base.meta, "md5": None}
-
+    x_tr, y_tr = read(train_files)
+    x_te, y_te = read([test_file])
     try:
-        train, test = _Local(root, train=True), _Local(root, train=False)
-    except RuntimeError as e:
-        expected = ", ".join(f for f, _ in base.train_list + base.test_list) + ", " + base.meta["filename"]
-        raise SpecError(f"dataset.root '{root}': no {name} files in torchvision's format at '{folder}' (expected {expected})") from e
-    except Exception as e:  # unpickling a damaged file raises anything from EOFError to KeyError
-        raise SpecError(f"dataset.root '{root}': {name} files under '{folder}' are unreadable ({type(e).__name__}: {e}); replace them with the original archive's files") from e
-    x = lambda d: d.data.transpose(0, 3, 1, 2).astype(np.float64) / 255.0  # noqa: E731  (N,H,W,C)->(N,C,H,W)
-    return x(train), np.array(train.targets), x(test), np.array(test.targets), len(train.classes)
+        classes = len(_unpickle(os.path.join(folder, meta_file))[names_key])
+    except Exception as e:
+        raise SpecError(f"dataset.root '{root}': '{os.path.join(folder, meta_file)}' is not a {name} meta file "
+                        f"({type(e).__name__}: {str(e)[:160]})") from e
+    return x_tr, y_tr, x_te, y_te, classes
 
 
 def _imagefolder(root: str, size: int) -> tuple:
@@ -129,7 +174,14 @@ def _imagefolder(root: str, size: int) -> tuple:
             ds = ImageFolder(path, transform=tf)
         except (FileNotFoundError, RuntimeError) as e:
             raise SpecError(f"dataset.root '{root}': {e}") from e
-        x = torch.stack([ds[i][0] for i in range(len(ds))]).numpy()  # (N, C, size, size), once at load
+        images = []
+        for i, (file, _) in enumerate(ds.samples):
+            try:
+                images.append(ds[i][0])
+            except Exception as e:  # PIL raises UnidentifiedImageError, OSError, ... for a damaged file
+                raise SpecError(f"dataset.root '{root}': image '{file}' cannot be read ({type(e).__name__}); "
+                                f"remove or replace it") from e
+        x = torch.stack(images).numpy()  # (N, C, size, size), once at load
         return x, np.array(ds.targets), ds.classes
 
     x_tr, y_tr, classes = read(os.path.join(root, "train"))

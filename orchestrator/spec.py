@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 import types
 import typing
@@ -27,8 +28,20 @@ class SpecError(ValueError):
     """A sweep spec or a command's input is wrong; the message names the field and the fix."""
 
 
+MAX_TRIALS = 10_000  # a Tune experiment of more trials is slow to start and to track: split the sweep
+MAX_SPEC_BYTES = 1 << 20  # a spec is a small YAML file: 1 MiB at most
+MAX_SEED = 2**31 - 1  # seeds NumPy, torch and the per-epoch stream (seed * 1,000,003 + epoch) all take
+MAX_INT = 2**63 - 1  # the tables' int64 columns
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: an error message stays one short line whatever the input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _fail(name: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise SpecError(f"spec field '{name}': got {value!r}, expected {allowed}")
+    raise SpecError(f"spec field '{name}': got {_short(value)}, expected {allowed}")
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,8 @@ class DatasetSpec:
             _fail("dataset.name", self.name, f"one of {', '.join(DATASETS)}")
         if self.name != "digits" and not self.root:
             _fail("dataset.root", self.root, f"the folder holding the {self.name} files")
-        if self.image_size < 4:
-            _fail("dataset.image_size", self.image_size, "an integer >= 4 (pixels)")
+        if not 4 <= self.image_size <= 512:  # 512 px: ImageFolder sets are held in memory whole
+            _fail("dataset.image_size", self.image_size, "an integer from 4 to 512 (pixels)")
 
 
 @dataclass(frozen=True)
@@ -69,8 +82,14 @@ class GridSpec:
             if not 0 < f <= 1:
                 _fail("grid.data_fraction", f, "a fraction in (0, 1]")
         for s in self.seed:
-            if s < 0:
-                _fail("grid.seed", s, "a non-negative integer")
+            if not 0 <= s <= MAX_SEED:
+                _fail("grid.seed", s, f"an integer from 0 to {MAX_SEED:,}")
+        for d in self.depth:
+            if not 1 <= d <= 2000:  # layers; the paper's deepest is 110
+                _fail("grid.depth", d, "an integer from 1 to 2,000")
+        for w in self.width:
+            if not 1 <= w <= 64:  # channel multiplier: 64k channels at width 1, 4,096 at 64
+                _fail("grid.width", w, "an integer from 1 to 64")
 
 
 AXES = tuple(f.name for f in dataclasses.fields(GridSpec))
@@ -149,8 +168,9 @@ class CompareSpec:
         for p in self.pairs:
             if p not in PAIR_KINDS:
                 _fail("compare.pairs", p, f"a list of {', '.join(PAIR_KINDS)}")
-        if self.probe_examples < 0:
-            _fail("compare.probe_examples", self.probe_examples, "an integer >= 0 (0 = all)")
+        if self.probe_examples < 0 or 0 < self.probe_examples < 4:
+            _fail("compare.probe_examples", self.probe_examples,
+                  "0 (the whole test set) or an integer >= 4 (the estimator needs batches of n >= 4)")
         if self.batch_size < 4:
             _fail("compare.batch_size", self.batch_size, "an integer >= 4 (the estimator needs n >= 4)")
         if self.passes < 1:
@@ -183,6 +203,9 @@ class SweepSpec:
             _fail("name", self.name, "1-64 letters, digits, '_', '.' or '-', starting alphanumeric")
         if not self.storage:
             _fail("storage", self.storage, "a folder path or a URI such as s3://bucket/prefix")
+        n_trials = math.prod(len(getattr(self.grid, a)) for a in AXES)
+        if n_trials > MAX_TRIALS:
+            _fail("grid", f"{n_trials:,} trials", f"at most {MAX_TRIALS:,} trials per sweep; split it into several sweeps")
         family = get_family(self.model.family)
         for depth, width in itertools.product(self.grid.depth, self.grid.width):
             problem = family.arch_problem(depth, width)
@@ -210,6 +233,8 @@ def _convert(tp: Any, value: Any, name: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(tp)
         values = value if isinstance(value, list) else [value]  # an axis may hold one value
+        if len(values) > MAX_TRIALS:
+            _fail(name, f"a list of {len(values):,} values", f"at most {MAX_TRIALS:,}")
         return [_convert(item, v, name) for v in values]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -222,10 +247,14 @@ def _convert(tp: Any, value: Any, name: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(name, value, "an integer")
+        if abs(value) > MAX_INT:
+            _fail(name, value, "an integer the tables can store (|n| < 2^63)")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(name, value, "a number")
+        if isinstance(value, int) and abs(value) > MAX_INT or not math.isfinite(value):
+            _fail(name, value, "a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -239,7 +268,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in valid:
-            raise SpecError(f"spec field '{prefix}{key}': unknown; valid fields are {', '.join(valid)}")
+            name = str(key) if len(str(key)) <= 40 else str(key)[:37] + "..."
+            raise SpecError(f"spec field '{prefix}{name}': unknown; valid fields are {', '.join(valid)}")
     required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
     for key in required:
@@ -259,15 +289,43 @@ def spec_from_dict(data: Any) -> SweepSpec:
     return _build(SweepSpec, data)
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a spec never needs one, and an alias bomb
+    (a few lines that expand to gigabytes) is refused before anything grows."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise SpecError(f"YAML aliases (*name) are not allowed in a spec (line {mark.line + 1}); write the values out")
+        return super().compose_node(parent, index)
+
+
+def parse_spec(raw: bytes, where: str) -> SweepSpec:
+    """Validate a spec from the bytes of a YAML file; `where` names it in errors."""
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file '{where}' is {len(raw):,} bytes; a spec is a small YAML file (at most 1 MiB)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec file '{where}' is not UTF-8 text (byte {e.start}); save it as UTF-8 YAML") from e
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"spec file '{where}': not valid YAML{line}: {_short(getattr(e, 'problem', None) or str(e))}") from e
+    except RecursionError as e:
+        raise SpecError(f"spec file '{where}': nested too deeply to be a spec") from e
+    try:
+        return spec_from_dict(data)
+    except RecursionError as e:
+        raise SpecError(f"spec file '{where}': nested too deeply to be a spec") from e
+
+
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec from a YAML file."""
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"spec file '{p}' not found; pass the path of a YAML sweep spec (see examples/)")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"spec file '{p}': not valid YAML{where}: {getattr(e, 'problem', e)}") from e
-    return spec_from_dict(data)
+        raise SpecError(f"spec file '{_short(str(p))[1:-1]}' not found; pass the path of a YAML sweep spec "
+                        f"(see examples/)")
+    return parse_spec(p.read_bytes(), str(p))

@@ -73,7 +73,7 @@ class Step:
 def trial_jobs(stages: tuple[TrialStage, ...], spec: SweepSpec, store: SweepStore, plan: Plan) -> list[Job]:
     """One job per (enabled stage, selected trial) whose part is not written yet."""
     return [Job(s.table, tid, run_trial_stage, (s, store.uri, tid, spec))
-            for s in stages if s.enabled(spec) for tid in s.select(store, plan) if not store.has_part(s.table, tid)]
+            for s in stages if s.enabled(spec) for tid in s.select(store, plan) if not store.part_readable(s.table, tid)]
 
 
 def run_trial_stage(stage: TrialStage, sweep_uri: str, trial_id: str, spec: SweepSpec) -> dict[str, Any]:

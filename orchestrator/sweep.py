@@ -18,7 +18,7 @@ import yaml
 
 from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.grid import TrialConfig, expand_grid
-from repsweep.orchestrator.spec import SpecError, SweepSpec, spec_from_dict
+from repsweep.orchestrator.spec import SpecError, SweepSpec, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,17 @@ def open_sweep(spec: SweepSpec) -> SweepStore:
     store = SweepStore(spec.sweep_uri)
     text = yaml.safe_dump(spec.to_dict(), sort_keys=False)
     if store.exists("spec.yaml"):
-        saved = spec_from_dict(yaml.safe_load(store.read_bytes("spec.yaml")))
+        saved = parse_spec(store.read_bytes("spec.yaml"), store.uri_of("spec.yaml"))
         if saved != spec:
             raise SpecError(f"sweep '{spec.name}' at '{store.uri}' was created from a different spec; "
                             f"give this one another name, or delete that folder to start over")
     else:
-        store.write_bytes(text.encode(), "spec.yaml")
+        try:
+            store.write_bytes(text.encode(), "spec.yaml")
+        except OSError as e:  # a file where the folder should be, a read-only disk, no permission
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise SpecError(f"storage '{spec.storage}': cannot write the sweep at '{store.uri}' ({reason}); "
+                            f"point storage at a folder or bucket you can write") from e
     return store
 
 
@@ -45,7 +50,7 @@ def load_sweep(location: str) -> tuple[SweepSpec, SweepStore]:
     if not store.exists("spec.yaml"):
         raise SpecError(f"no sweep at '{store.uri}' (it has no spec.yaml); pass the folder that "
                         f"'repsweep run' created, <storage>/<name>, e.g. ./repsweep-results/demo")
-    spec = spec_from_dict(yaml.safe_load(store.read_bytes("spec.yaml")))
+    spec = parse_spec(store.read_bytes("spec.yaml"), store.uri_of("spec.yaml"))
     return spec, store
 
 

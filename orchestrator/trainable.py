@@ -12,6 +12,7 @@ sweep goes on.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import tempfile
@@ -34,6 +35,8 @@ from repsweep.orchestrator.train import Diverged, build, pick_device, predict, t
 STATE_FILE = "state.pt"  # inside each Tune checkpoint: model, optimizer, schedule, epoch
 META_FILE = "meta.json"  # inside each Tune checkpoint: {"epoch": e, "wall_time_s": t}
 
+log = logging.getLogger(__name__)
+
 
 def trial_row(trial: TrialConfig, sweep: str, status: str, provenance: dict[str, str],
               **metrics: Any) -> dict[str, Any]:
@@ -53,9 +56,9 @@ def is_finished(store: SweepStore, trial_id: str) -> bool:
     return row["status"] == "failed" and str(row["error"]).startswith("diverged")
 
 
-def _latest_earlier_checkpoint(store: SweepStore, trial_id: str) -> tune.Checkpoint | None:
-    """The newest epoch checkpoint of this trial in any earlier Tune experiment of the sweep."""
-    best, best_epoch = None, -1
+def _earlier_checkpoints(store: SweepStore, trial_id: str) -> list[tune.Checkpoint]:
+    """This trial's epoch checkpoints in every earlier Tune experiment of the sweep, newest epoch first."""
+    found = []
     for exp in store.fs.get_file_info(pafs.FileSelector(store.path("tune"), allow_not_found=True)):
         trial_dir = posixpath.join(exp.path, trial_id)
         sel = pafs.FileSelector(trial_dir, allow_not_found=True)
@@ -67,9 +70,24 @@ def _latest_earlier_checkpoint(store: SweepStore, trial_id: str) -> tune.Checkpo
                     epoch = json.loads(f.read())["epoch"]
             except (OSError, ValueError, KeyError):
                 continue  # a checkpoint cut off mid-write
-            if epoch > best_epoch:
-                best, best_epoch = tune.Checkpoint(ck.path, filesystem=store.fs), epoch
-    return best
+            found.append((epoch, ck.path))
+    return [tune.Checkpoint(path, filesystem=store.fs) for _, path in sorted(found, reverse=True)]
+
+
+def _resume_state(candidates: list[tune.Checkpoint], device: torch.device) -> tuple[dict | None, str | None]:
+    """The newest checkpoint's saved state that loads, and a note if damaged ones were passed over
+    (a truncated state.pt): it names them and says what the trial resumes from. (None, note): start over."""
+    damaged = []
+    for ckpt in candidates:
+        try:
+            with ckpt.as_directory() as d:
+                state = torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=True)
+        except Exception as e:  # torch raises many types for a truncated file
+            damaged.append(f"{posixpath.basename(ckpt.path)} ({type(e).__name__})")
+            continue
+        note = f"damaged checkpoint {', '.join(damaged)} passed over; resumed after epoch {state['epoch'] + 1}"
+        return state, note if damaged else None
+    return None, f"damaged checkpoint {', '.join(damaged)} passed over; started over" if damaged else None
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -91,19 +109,22 @@ def train_trial(config: dict[str, Any]) -> None:
              "flops": count_flops(model, data.input_shape), "device": str(device)}
 
     start_epoch, wall_before = 0, 0.0
-    ckpt = tune.get_checkpoint() or _latest_earlier_checkpoint(store, tid)
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=True)
+    own = tune.get_checkpoint()
+    state, note = _resume_state(([own] if own else []) + _earlier_checkpoints(store, tid), device)
+    if note:  # say which checkpoint the trial goes on from: `repsweep status` shows it
+        log.warning("trial %s: %s", tid, note)
+        store.write_part("trials", tid, [trial_row(trial, sweep, "running", prov, error=note,
+                                                   epochs_done=state["epoch"] + 1 if state else 0, **fixed)])
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, wall_before = state["epoch"] + 1, state["wall_time_s"]
         if start_epoch == trial.training.epochs:  # trained, but its outputs are gone: write them again
             tune.report(_finish(trial, store, sweep, prov, model, data, subset, state["train_loss"],
-                                state["train_acc"], wall_before, fixed))
+                                state["train_acc"], wall_before, fixed, note))
             return
-    else:
+    elif not note:
         store.write_part("trials", tid, [trial_row(trial, sweep, "running", prov, epochs_done=0, **fixed)])
 
     t0 = time.perf_counter()
@@ -121,7 +142,7 @@ def train_trial(config: dict[str, Any]) -> None:
         wall = wall_before + time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "status": "running"}
         if epoch + 1 == epochs:  # the final epoch is the model: evaluate and write it out
-            metrics.update(_finish(trial, store, sweep, prov, model, data, subset, loss, acc, wall, fixed))
+            metrics.update(_finish(trial, store, sweep, prov, model, data, subset, loss, acc, wall, fixed, note))
         with tempfile.TemporaryDirectory() as d:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "epoch": epoch, "wall_time_s": wall,
@@ -134,8 +155,8 @@ def train_trial(config: dict[str, Any]) -> None:
 
 def _finish(trial: TrialConfig, store: SweepStore, sweep: str, prov: dict[str, str], model: torch.nn.Module,
             data: Any, subset: np.ndarray, loss: float, acc: float, wall: float,
-            fixed: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate on the test set and write the model file and the trial's table rows."""
+            fixed: dict[str, Any], note: str | None = None) -> dict[str, Any]:
+    """Evaluate on the test set and write the model file and the trial's table rows (`note`: how it resumed)."""
     tid = trial.trial_id
     test_loss, pred, conf = predict(model, data.x_test, data.y_test)
     label = data.y_test.cpu().numpy()
@@ -152,6 +173,6 @@ def _finish(trial: TrialConfig, store: SweepStore, sweep: str, prov: dict[str, s
     done = {"test_loss": test_loss, "test_acc": test_acc, "status": "done"}
     store.write_part("trials", tid, [trial_row(
         trial, sweep, "done", prov, epochs_done=trial.training.epochs, train_loss=loss, train_acc=acc,
-        test_loss=test_loss, test_acc=test_acc, wall_time_s=wall,
+        test_loss=test_loss, test_acc=test_acc, wall_time_s=wall, error=note,
         checkpoint_uri=store.uri_of("checkpoints", f"{tid}.pt"), **fixed)])
     return done

@@ -37,6 +37,29 @@ BAD_SPECS = [
     ("fractional gpu above one", {"resources": {"gpu": 1.5}}, "'resources.gpu': got 1.5"),
     ("unknown pair kind", {"compare": {"pairs": ["within", "cross_width"]}}, "'compare.pairs': got 'cross_width'"),
     ("section not a mapping", {"training": [1, 2]}, "'training': got [1, 2], expected a mapping"),
+    # values the validator once accepted but nothing downstream can hold
+    ("lr NaN", {"training": {"lr": float("nan")}}, "'training.lr': got nan, expected a finite number"),
+    ("lr infinite", {"training": {"lr": float("inf")}}, "'training.lr': got inf, expected a finite number"),
+    ("weight decay NaN", {"training": {"weight_decay": float("nan")}}, "'training.weight_decay': got nan"),
+    ("cpu NaN", {"resources": {"cpu": float("nan")}}, "'resources.cpu': got nan, expected a finite number"),
+    ("gpu infinite", {"resources": {"gpu": float("inf")}}, "'resources.gpu': got inf, expected a finite number"),
+    ("compare gpu NaN", {"compare": {"gpu": float("nan")}}, "'compare.gpu': got nan, expected a finite number"),
+    ("compare cpu -inf", {"compare": {"cpu": float("-inf")}}, "'compare.cpu': got -inf, expected a finite number"),
+    ("seed beyond int32", {"grid": {"seed": [2**31]}}, "'grid.seed': got 2147483648, expected an integer from 0"),
+    ("seed beyond int64", {"grid": {"seed": [2**70]}}, "expected an integer the tables can store"),
+    ("lr beyond float", {"training": {"lr": 10**400}}, "'training.lr': got 1000000000000000000000000000000000000"),
+    ("huge depth", {"grid": {"depth": [6 * 10**6 + 2]}}, "'grid.depth': got 6000002, expected an integer from 1"),
+    ("huge width", {"grid": {"width": [1000]}}, "'grid.width': got 1000, expected an integer from 1 to 64"),
+    ("huge image size", {"dataset": {"name": "digits", "image_size": 100000}},
+     "'dataset.image_size': got 100000, expected an integer from 4 to 512"),
+    ("probe set below the estimator's batch", {"compare": {"probe_examples": 3}},
+     "'compare.probe_examples': got 3, expected 0 (the whole test set) or an integer >= 4"),
+    ("grid of a million trials", {"grid": {"depth": [8], "seed": list(range(1000)), "width": list(range(1, 11)),
+                                           "data_fraction": [i / 100 for i in range(1, 101)]}},
+     "'grid': got '1,000,000 trials', expected at most 10,000 trials per sweep"),
+    ("an axis of 20,000 values", {"grid": {"seed": list(range(20000))}}, "'grid.seed': got 'a list of 20,000 values'"),
+    ("a long value is cut short", {"name": "x" * 5000}, "'name': got 'xxxxxxxx"),
+    ("a long unknown key is cut short", {"k" * 5000: 1}, "kkkk...': unknown"),
 ]
 
 
@@ -46,7 +69,7 @@ def test_bad_spec_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_spec, cap
     rc = main(["run", str(path)])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.count("\n") == 1 and err.startswith("repsweep: error: ")
+    assert err.count("\n") == 1 and err.startswith("repsweep: error: ") and len(err) < 400
     assert message in err
     assert not (tmp_path / "results").exists()
 
@@ -88,3 +111,36 @@ def test_axes_come_from_the_grid_dataclass():
     with pytest.raises(SpecError, match="training.lr"):
         TrainingSpec(lr=0)
     assert {f.name for f in dataclasses.fields(GridSpec)} == set(AXES)
+
+
+HOSTILE = {  # file name -> (bytes, text the one-line error must contain)
+    "alias-bomb.yaml": (("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(9))
+        + "name: bomb\ngrid: {seed: *j}\n").encode(), "YAML aliases (*name) are not allowed"),
+    "deep.yaml": (b"name: x\ngrid: " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+    "latin1.yaml": ("name: caf\u00e9\n".encode("latin-1"), "is not UTF-8 text"),
+    "huge.yaml": (b"name: x\n" + b"# padding\n" * 200_000, "a spec is a small YAML file"),
+    "binary.yaml": (bytes(range(256)) * 10, "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_hostile_spec_file_is_one_line_within_seconds_and_little_memory(tmp_path, name):
+    import subprocess
+    import sys
+    import time
+
+    raw, message = HOSTILE[name]
+    (tmp_path / name).write_bytes(raw)
+    probe = ("import resource, sys; from repsweep.orchestrator.cli import main; rc = main(['run', sys.argv[1]]); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / name)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert out.returncode == 2, out.stderr[-500:]
+    assert out.stderr.count("\n") == 1 and message in out.stderr and len(out.stderr) < 400, out.stderr[:500]
+    peak_mb = int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    assert seconds < 20 and peak_mb < 800, (seconds, peak_mb)  # the interpreter with torch imported: ~450 MB
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written
