@@ -11,12 +11,7 @@ from repsweep.analysis.pcview import PCView
 from repsweep.analysis.stream import stream_batches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.test_cka import one_torch_thread  # noqa: E402, F401  (autouse: one torch thread here too)
 
 
 def _remove_pc1(x: np.ndarray) -> np.ndarray:
