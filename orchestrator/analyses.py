@@ -135,16 +135,16 @@ def _disagreement(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, p
 
 def _blocks(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
     cka = store.read_table("cka")
-    within = cka[cka["trial_a"] == cka["trial_b"]]
-    pca = store.read_table("pca")
+    within = dict(tuple(cka[cka["trial_a"] == cka["trial_b"]].groupby("trial_a")))  # one pass, not one per trial
+    pc1_of = dict(tuple(store.read_table("pca").groupby("trial_id")))
     out = {}
     for tid, n in plan.n_layers.items():
-        rows = within[within["trial_a"] == tid]
-        if len(rows) != n * n:  # its tile has not run (or failed): nothing to detect yet
+        rows = within.get(tid)
+        if rows is None or len(rows) != n * n or tid not in pc1_of:  # its tile has not run (or failed)
             continue
         matrix = np.full((n, n), np.nan)
         matrix[rows["layer_a"], rows["layer_b"]] = rows["cka"]
-        pc1 = pca[pca["trial_id"] == tid].set_index("layer")["pc1_fraction"].reindex(range(n)).to_numpy()
+        pc1 = pc1_of[tid].set_index("layer")["pc1_fraction"].reindex(range(n)).to_numpy()
         out[tid] = blocks.find_blocks(matrix, pc1).assign(trial_id=tid)
     return out
 

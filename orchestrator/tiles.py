@@ -70,16 +70,18 @@ def run_tile(tile: Tile, sweep_uri: str, compare: CompareSpec, dataset: DatasetS
     # pairs run a-before-b in the groups' order, so a's layers are rows and b's are columns
     start_a = dict(zip(tile.group_a, itertools.accumulate([0] + [n_layers[t] for t in tile.group_a])))
     start_b = dict(zip(tile.group_b, itertools.accumulate([0] + [n_layers[t] for t in tile.group_b])))
+    matrix = res.cka()  # (R_x, R_y), once: every pair below reads its block of it
+    without, cos2 = (pcs.cka_without_pc1(), pcs.pc1_cos2()) if pcs is not None else (None, None)
     cka, pc_pairs = [], []
     for p in tile.pairs:
         la, lb = np.meshgrid(np.arange(n_layers[p.a]), np.arange(n_layers[p.b]), indexing="ij")
         i, j = (start_a[p.a] + la).ravel(), (start_b[p.b] + lb).ravel()  # (L_a * L_b,)
         keys = {"trial_a": p.a, "layer_a": la.ravel(), "trial_b": p.b, "layer_b": lb.ravel()}
-        cka.append(pd.DataFrame({**keys, "cka": res.cka()[i, j], "hsic_ab": res.hsic_xy[i, j],
+        cka.append(pd.DataFrame({**keys, "cka": matrix[i, j], "hsic_ab": res.hsic_xy[i, j],
                                  "hsic_aa": res.hsic_xx[i], "hsic_bb": res.hsic_yy[j]}))
         if pcs is not None and (p.a == p.b or compare.pc1_cross):
-            pc_pairs.append(pd.DataFrame({**keys, "cka_without_pc1": pcs.cka_without_pc1()[i, j],
-                                          "pc1_cos2": pcs.pc1_cos2()[i, j], "hsic_ab": pcs.removed_xy[i, j],
+            pc_pairs.append(pd.DataFrame({**keys, "cka_without_pc1": without[i, j],
+                                          "pc1_cos2": cos2[i, j], "hsic_ab": pcs.removed_xy[i, j],
                                           "hsic_aa": pcs.removed_xx[i], "hsic_bb": pcs.removed_yy[j]}))
     frame = _frame(cka, "cka").assign(n_batches=res.n_batches, batch_size=min(compare.batch_size, len(x)))
     if pcs is not None:
