@@ -3,7 +3,8 @@
     repsweep run SPEC          train the grid (Ray Tune), then compare the models
     repsweep resume SWEEP      finish an interrupted sweep; finished trials are not re-run
     repsweep compare SWEEP     run (or finish) the comparison stage on its own
-    repsweep status SWEEP      done / running / failed / pending trials, best accuracy
+    repsweep submit SPEC --address URL   the same as `run`, as a Ray Job on a cluster
+    repsweep status SWEEP      done / running / interrupted / failed / pending trials, the driver
     repsweep tables SWEEP      the tables with their columns, types and row counts
     repsweep query SWEEP SQL   SQL over the tables (each one a view), as a table, CSV or JSON
     repsweep plot SWEEP KIND   one chart (figure1, pc1, ...) as HTML, PNG or SVG
@@ -29,98 +30,47 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from repsweep.orchestrator.local_ray import joins_cluster, start_ray
+from repsweep.orchestrator.progress import TrialProgress, comparison_progress
+
 EXIT_USAGE = 2
 
 log = logging.getLogger("repsweep")
-
-
-# ------------------------------------------------------------------------- progress
-
-class TrialProgress:
-    """A Tune callback that draws one progress bar over the sweep's trials."""
-
-    def __new__(cls, total: int):
-        from ray import tune
-
-        class _Progress(tune.Callback):
-            def __init__(self) -> None:
-                self.total, self.bar, self.failed, self.last = total, None, 0, {}
-
-            def __getstate__(self) -> dict:  # Tune pickles callbacks with its experiment state
-                return {k: v for k, v in self.__dict__.items() if k != "bar"} | {"bar": None}
-
-            def setup(self, **info) -> None:  # the experiment starts: start the clock
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=self.total, unit="trial", desc="training", dynamic_ncols=True)
-
-            def _bar(self):
-                if self.bar is None:  # restored from a pickle
-                    self.setup()
-                return self.bar
-
-            def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-                epochs = trial.config["trial"]["training"]["epochs"]
-                self.last[trial.trial_id] = f"{trial}: epoch {result.get('epoch')}/{epochs}"
-                running = sum(t.status == "RUNNING" for t in trials)
-                self._bar().set_postfix_str(f"{running} running | {self.last[trial.trial_id]}"
-                                            f" loss {result.get('train_loss', float('nan')):.3f}")
-
-            def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-                self._bar().update(1)
-
-            def on_trial_error(self, iteration, trials, trial, **info) -> None:
-                self.failed += 1
-                self._bar().update(1)
-
-            def on_experiment_end(self, trials, **info) -> None:
-                if self.bar is not None:
-                    self.bar.close()
-
-        return _Progress()
-
-
-# ---------------------------------------------------------------------------- ray
-
-def start_ray(address: str | None) -> None:
-    """Join `address` or start an embedded local Ray, keeping Ray's own logs out of the way."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files per trial
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(include_dashboard=False, **kwargs)
 
 
 # ----------------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
     from repsweep.orchestrator.data import check_dataset
+    from repsweep.analysis.store import SweepStore
+    from repsweep.orchestrator.lock import check_free, hold_sweep
     from repsweep.orchestrator.spec import load_spec
+    from repsweep.orchestrator.submit import record_job
     from repsweep.orchestrator.sweep import open_sweep
 
     spec = load_spec(args.spec)
     check_dataset(spec.dataset)
+    check_free(SweepStore(spec.sweep_uri))  # refuse before Ray starts; hold_sweep settles races
     start_ray(args.address)
     _check_resources(spec, args, train=True)  # before anything is written
     store = open_sweep(spec)
-    return _train_and_report(spec, store, args)
+    with hold_sweep(store, args.command):
+        record_job(store)  # a submitted sweep notes its Ray job, for `repsweep status`
+        return _train_and_report(spec, store, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from repsweep.orchestrator.data import check_dataset
+    from repsweep.orchestrator.lock import check_free, hold_sweep
     from repsweep.orchestrator.sweep import load_sweep
 
     spec, store = load_sweep(args.sweep)
     check_dataset(spec.dataset)
+    check_free(store)
     start_ray(args.address)
     _check_resources(spec, args, train=True)
-    return _train_and_report(spec, store, args)
+    with hold_sweep(store, "resume"):
+        return _train_and_report(spec, store, args)
 
 
 def demo_spec() -> Path:
@@ -168,19 +118,11 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
     return rc
 
 
-def _progress(description: str, total: int) -> Any:
-    """Print what the comparison will do, then draw a bar over its jobs."""
-    from tqdm import tqdm
-
-    print(description)
-    return tqdm(total=total, unit="job", desc="comparing", dynamic_ncols=True)
-
-
 def _compare(spec: Any, store: Any) -> int:
     from repsweep.orchestrator.compare import compare
 
     t0 = time.perf_counter()
-    out = compare(spec, store, progress=_progress)
+    out = compare(spec, store, progress=comparison_progress)
     for key, err in out["failed"].items():
         print(f"  failed {key}: {err}")
     failed_tiles = sum(k.startswith("tile ") for k in out["failed"])
@@ -190,18 +132,21 @@ def _compare(spec: Any, store: Any) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from repsweep.orchestrator.lock import check_free, hold_sweep
     from repsweep.orchestrator.sweep import load_sweep
 
     spec, store = load_sweep(args.sweep)
+    check_free(store)
     start_ray(args.address)
     _check_resources(spec, args, train=False)
-    return _compare(spec, store)
+    with hold_sweep(store, "compare"):
+        return _compare(spec, store)
 
 
 def _check_resources(spec: Any, args: argparse.Namespace, *, train: bool) -> None:
     from repsweep.orchestrator.resources import check_resources
 
-    waiting = check_resources(spec, train=train, embedded=args.address is None)
+    waiting = check_resources(spec, train=train, embedded=not joins_cluster(args.address))
     if waiting:
         print(waiting)
 
@@ -209,11 +154,22 @@ def _check_resources(spec: Any, args: argparse.Namespace, *, train: bool) -> Non
 def cmd_status(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from repsweep.orchestrator.lock import holder
+    from repsweep.orchestrator.submit import job_states
     from repsweep.orchestrator.sweep import load_sweep, trial_status
 
     spec, store = load_sweep(args.sweep)
     st = trial_status(spec, store)
+    driver = holder(store)
+    if driver is None:  # trials left 'running' by a driver that is gone
+        st["status"] = st["status"].replace("running", "interrupted")
     print(f"sweep '{spec.name}' at {store.uri}: {_counts(st['status'].value_counts().to_dict())}")
+    for job_id, state in job_states(store):
+        print(f"Ray job {job_id}: {state}")
+    if driver is not None:
+        print(f"driven by {driver.describe()}")
+    elif (st["status"] == "interrupted").any():
+        print(f"no driver is running; finish with: repsweep resume {store.uri}")
     done = st[st["status"] == "done"]
     if len(done):
         best = done.loc[done["test_acc"].idxmax()]
@@ -223,6 +179,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(st[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for _, r in st[st["error"].notna()].iterrows():  # why a trial failed, or how it resumed
         print(f"  {r['status']} {r['trial_id']}: {r['error']}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """repsweep submit SPEC --address URL: the sweep as a Ray Job on a cluster (a few seconds)."""
+    from repsweep.orchestrator.submit import submit
+
+    job_id, spec = submit(args.spec, args.address)
+    print(f"submitted sweep '{spec.name}' as Ray job {job_id} to {args.address}")
+    print(f"results: {spec.sweep_uri}")
+    print(f"follow:  repsweep status {spec.sweep_uri}")
+    print(f"         ray job logs -f --address {args.address} {job_id}")
+    print(f"stop:    ray job stop --address {args.address} {job_id}   (then 'repsweep resume' goes on)")
     return 0
 
 
@@ -294,7 +263,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _counts(counts: dict[str, int]) -> str:
-    order = ["done", "running", "failed", "pending"]
+    order = ["done", "running", "interrupted", "failed", "pending"]
     return ", ".join(f"{counts.get(k, 0)} {k}" for k in order if counts.get(k, 0)) or "no trials"
 
 
@@ -329,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sweep")
     s.add_argument("--address", **addr)
     s.set_defaults(func=cmd_compare)
+    s = sub.add_parser("submit", help="run the sweep a YAML spec describes as a Ray Job on a cluster")
+    s.add_argument("spec")
+    s.add_argument("--address", required=True, help="the cluster's job API, e.g. http://127.0.0.1:8265 "
+                   "(forwarded by 'ray dashboard cluster.yaml')")
+    s.set_defaults(func=cmd_submit)
     s = sub.add_parser("status", help="trial states and best accuracy of a sweep")
     s.add_argument("sweep")
     s.set_defaults(func=cmd_status)

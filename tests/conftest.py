@@ -12,11 +12,33 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+
+def ray_processes(temp_dir: str) -> list[int]:
+    """Pids of the processes whose command line or environment names `temp_dir`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if temp_dir.encode() in cmd:
+                found.append(int(pid))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100]
+    except OSError:
+        return f"{pid} (ended)"
 
 
 def kill_ray_processes(temp_dir: str) -> None:
@@ -25,22 +47,14 @@ def kill_ray_processes(temp_dir: str) -> None:
     Ray's workers rename themselves (ray::PoolWorker...), but inherit RAY_TMPDIR.
     """
     for _ in range(3):  # a dying raylet may still start a worker: sweep until none is left
-        found = False
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
-            except OSError:
-                continue
-            if temp_dir.encode() in cmd:
-                found = True
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-        if not found:
+        pids = ray_processes(temp_dir)
+        if not pids:
             return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         time.sleep(0.5)
 
 
@@ -49,23 +63,38 @@ def cli_env(prefix: str) -> dict[str, str]:
     return {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix=prefix, dir="/tmp")}
 
 
+@dataclass
+class Killed:
+    """What kill_cli_when saw: whether ready() held, and how long the driver's Ray outlived it."""
+
+    ready: bool
+    ray_gone_s: float | None  # seconds from the signal until no Ray process was left (None: never, in 20 s)
+    left: list[str]           # command lines of the processes left after 20 s
+
+
 def kill_cli_when(args: list[str], env: dict[str, str], ready: Callable[[], bool], *,
-                  timeout: float) -> bool:
-    """Start `repsweep ARGS`; kill -9 it and its Ray as soon as ready() holds (or after
-    timeout seconds). Returns whether ready() held."""
+                  timeout: float, sig: int = signal.SIGKILL) -> Killed:
+    """Start `repsweep ARGS`; send `sig` to the driver alone (as `kill -9 PID` or Ctrl-C would)
+    as soon as ready() holds, or after timeout seconds. Then wait for its Ray to end."""
     proc = subprocess.Popen([sys.executable, "-m", "repsweep.orchestrator.cli", *args], env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    held = False
     try:
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            if ready():
-                return True
+        while time.time() < deadline and not (held := ready()):
             time.sleep(0.2)
-        return False
+        t0 = time.time()
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+        while ray_processes(env["RAY_TMPDIR"]) and time.time() - t0 < 20:
+            time.sleep(0.2)
+        left = [_cmdline(pid) for pid in ray_processes(env["RAY_TMPDIR"])]
+        return Killed(held, None if left else time.time() - t0, left)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         kill_ray_processes(env["RAY_TMPDIR"])
 
 

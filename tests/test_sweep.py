@@ -78,13 +78,17 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
     def a_trial_is_done() -> bool:
         return store.exists("tables", "trials") and (store.read_table("trials")["status"] == "done").any()
 
-    if not kill_cli_when(["run", str(path)], env, a_trial_is_done, timeout=200):
+    killed = kill_cli_when(["run", str(path)], env, a_trial_is_done, timeout=200)
+    if not killed.ready:
         pytest.fail("no trial finished within 200 s")
+    assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # the reaper ended Ray's processes
     done_before = store.read_table("trials").query("status == 'done'")
     assert len(done_before) == 1, "the long trial finished before the kill; lengthen it"
     finished = sweep / "tables" / "trials" / f"{done_before['trial_id'].iloc[0]}.parquet"
     mtime = finished.stat().st_mtime_ns
 
+    status = run_cli(["status", str(sweep)], env).stdout
+    assert "1 done, 1 interrupted" in status and f"finish with: repsweep resume {sweep}" in status
     out = run_cli(["resume", str(sweep)], env)
     assert out.returncode == 0, out.stderr[-2000:]
     t = _tables(sweep)
