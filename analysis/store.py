@@ -1,7 +1,8 @@
 """Sweep storage: the files of one sweep, atomic keyed writes of table parts, reads.
 
 A sweep lives at one local path or URI (s3://, gs://, file://, read through pyarrow's
-filesystems):
+filesystems; an s3:// or gs:// bucket is opened by `objectstore.open_bucket`, which takes
+endpoint, region and credentials from the environment and fails within seconds):
 
     <sweep>/spec.yaml                    the spec the sweep was created from
     <sweep>/tune/                        Ray Tune's experiment (per-epoch checkpoints)
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from repsweep.analysis.objectstore import open_bucket
 from repsweep.analysis.schemas import TableError, table_schema
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,13 @@ class SweepStore:
 
     def __init__(self, location: str) -> None:
         if _is_uri(location):
-            try:
-                self.fs, self.root = pafs.FileSystem.from_uri(location)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-                raise TableError(f"storage '{location}': cannot open it ({e}); use a local path or an s3://, gs:// or file:// URI") from e
+            if location.split("://", 1)[0].lower() in ("s3", "gs", "gcs"):
+                self.fs, self.root = open_bucket(location)
+            else:
+                try:
+                    self.fs, self.root = pafs.FileSystem.from_uri(location)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+                    raise TableError(f"storage '{location}': cannot open it ({e}); use a local path or an s3://, gs:// or file:// URI") from e
             self.uri = location.rstrip("/")
         else:
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
@@ -69,14 +74,18 @@ class SweepStore:
             return f.read()
 
     def write_bytes(self, data: bytes, *parts: str) -> None:
-        """Write a whole file atomically: temp name then rename (local) or one put (objects)."""
+        """Write a whole file atomically: temp name then rename (local) or one put (objects, which
+        need no folders: creating them would cost a request per level)."""
         final = self.path(*parts)
+        if not self._local:
+            with self.fs.open_output_stream(final) as f:
+                f.write(data)
+            return
         self.fs.create_dir(posixpath.dirname(final), recursive=True)
-        target = f"{final}.tmp-{uuid.uuid4().hex[:8]}" if self._local else final
+        target = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open_output_stream(target) as f:
             f.write(data)
-        if self._local:
-            self.fs.move(target, final)
+        self.fs.move(target, final)
 
     def list_files(self, *parts: str) -> list[str]:
         """Names of the finished files directly under a folder (temp files skipped)."""
@@ -119,7 +128,7 @@ class SweepStore:
         if not self.has_part(table, key):
             return False
         try:
-            stored = pq.read_table(self.part_path(table, key), filesystem=self.fs, schema=table_schema(table))
+            stored = self._read_part(table, key)
         except (pa.ArrowInvalid, OSError):
             return False  # unreadable: it will be written again
         return stored.equals(self.as_table(table, rows))
@@ -148,13 +157,18 @@ class SweepStore:
         schema = table_schema(table)
         parts = []
         for key in keys:
-            p = self.part_path(table, key)
             try:
-                parts.append(pq.read_table(p, filesystem=self.fs, schema=schema))
+                parts.append(self._read_part(table, key))
             except (pa.ArrowInvalid, OSError) as e:
-                raise TableError(f"table '{table}': part '{p}' is unreadable ({e}); delete it and re-run the stage that writes it") from e
+                raise TableError(f"table '{table}': part '{self.part_path(table, key)}' is unreadable ({e}); "
+                                 f"delete it and re-run the stage that writes it") from e
         arrow = pa.concat_tables(parts) if parts else schema.empty_table()
         return arrow.to_pandas()
+
+    def _read_part(self, table: str, key: str) -> pa.Table:
+        """One part, fetched whole and then parsed: on an object store two requests (size, body)
+        instead of four (pyarrow's file reader asks for the size twice, then footer and body apart)."""
+        return pq.read_table(pa.BufferReader(self.read_bytes(*_part(table, key))), schema=table_schema(table))
 
 
 def _part(table: str, key: str) -> tuple[str, str, str]:
