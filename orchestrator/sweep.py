@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import subprocess
 from datetime import datetime, timezone
 from typing import Any
@@ -111,7 +112,7 @@ def train(spec: SweepSpec, store: SweepStore, *, progress: Any = None) -> dict[s
         )
         for result in tuner.fit():
             if result.error is not None:  # raised twice: recorded as failed, the sweep goes on
-                tid = _trial_id(result.config)
+                tid = posixpath.basename(result.path)  # named by trial id (config: None if it never reported)
                 msg = str(result.error).strip().splitlines()
                 store.write_part("trials", tid, [trial_row(by_id[tid], spec.name, "failed", prov,
                                                            error=(msg[-1] if msg else repr(result.error))[:500])])

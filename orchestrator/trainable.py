@@ -111,6 +111,8 @@ def train_trial(config: dict[str, Any]) -> None:
     start_epoch, wall_before = 0, 0.0
     own = tune.get_checkpoint()
     state, note = _resume_state(([own] if own else []) + _earlier_checkpoints(store, tid), device)
+    if own and state is not None and not note:  # Tune restarted it: a lost node, a killed driver
+        note = f"restarted; went on after epoch {state['epoch'] + 1} from its checkpoint"
     if note:  # say which checkpoint the trial goes on from: `repsweep status` shows it
         log.warning("trial %s: %s", tid, note)
         store.write_part("trials", tid, [trial_row(trial, sweep, "running", prov, error=note,

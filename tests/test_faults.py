@@ -1,0 +1,153 @@
+"""Cluster faults: a worker node lost mid-trial, and a GPU pool that autoscales from zero.
+
+Each test prints its figures (time to recover, rows); benchmarks/RESULTS.md keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repsweep.analysis.store import SweepStore
+from tests.conftest import kill_ray_processes
+
+pytestmark = pytest.mark.timeout(400)
+
+RAY = str(Path(sys.executable).parent / "ray")
+NO_EXTRAS = {"passes": 1, "probes": False, "deletion": False}
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "repsweep.orchestrator.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _saved_epochs(sweep: Path) -> int:
+    """Epochs saved in the trial's newest Tune checkpoint (checkpoint_000000 holds epoch 1)."""
+    return max((int(p.name.split("_")[1]) + 1 for p in sweep.glob("tune/*/*/checkpoint_*")), default=0)
+
+
+def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(tiny_spec, tmp_path, monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()  # this test's driver is a `repsweep run --address` process of its own
+    spec = tiny_spec(grid={"depth": [8], "data_fraction": [1.0]}, training={"epochs": 20, "warmup_epochs": 1},
+                     compare=NO_EXTRAS)
+    sweep = tmp_path / "results" / "tiny"
+    temp = tempfile.mkdtemp(prefix="rs-loss-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", temp)  # the cluster notes its address in <it>/ray, not /tmp/ray
+    os.makedirs(os.path.join(temp, "ray"))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp,
+                                                            "include_dashboard": False})
+    try:
+        node_a = cluster.add_node(num_cpus=1)
+        driver = _cli(["run", str(spec), "--address", cluster.address], dict(os.environ))
+        deadline = time.time() + 180
+        while _saved_epochs(sweep) < 3 and time.time() < deadline:  # 3 epochs saved on node A
+            time.sleep(0.1)
+        assert _saved_epochs(sweep) >= 3, "the trial saved no 3rd epoch in 180 s"
+        cluster.add_node(num_cpus=1)
+        cluster.remove_node(node_a, allow_graceful=False)
+        lost = time.time()
+        saved = _saved_epochs(sweep)
+        store = SweepStore(str(sweep))
+        while driver.poll() is None and "restarted" not in str(store.read_table("trials").error.iloc[0]):
+            time.sleep(0.2)  # Tune starts the trial again on node B, from a checkpoint
+        recovered_s = time.time() - lost
+        out, err = driver.communicate(timeout=240)
+        finished_s = time.time() - lost
+    finally:
+        cluster.shutdown()
+        kill_ray_processes(temp)
+    assert driver.returncode == 0, err[-2000:]
+    trials = SweepStore(str(sweep)).read_table("trials")
+    assert len(trials) == 1 and trials.status.iloc[0] == "done" and trials.epochs_done.iloc[0] == 20
+    went_on = int(re.search(r"restarted; went on after epoch (\d+)", trials.error.iloc[0]).group(1))
+    assert 3 <= went_on < 20  # from a checkpoint node A saved, not from scratch
+    predictions = SweepStore(str(sweep)).read_table("predictions")
+    assert len(predictions) == 360 and not predictions.duplicated(["trial_id", "example"]).any()
+    print(f"node lost after epoch {saved} was saved; the trial started again on the other node "
+          f"{recovered_s:.1f} s later, going on after epoch {went_on}, and the sweep finished "
+          f"{finished_s:.0f} s after the loss; 1 trial, 360 predictions, no duplicates")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gpus(address: str, env: dict[str, str]) -> float:
+    """The cluster's GPUs in all, from `ray status` (0 when no GPU node is up)."""
+    out = subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True, text=True,
+                         timeout=60).stdout
+    found = re.search(r"[\d.]+/([\d.]+) GPU", out)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spec, tmp_path):
+    port = _free_port()
+    config = {
+        "cluster_name": "fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.5,
+        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{port}",
+                     "disable_node_updaters": True, "disable_launch_config_check": True},  # no SSH setup to run
+        "auth": {"ssh_user": "ubuntu"}, "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "gpu_worker": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
+        },
+        # the launcher's fields the autoscaler reads, empty for processes on this machine
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }
+    (tmp_path / "fake.yaml").write_text(yaml.safe_dump(config))
+    temp = tempfile.mkdtemp(prefix="rs-auto-", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": temp, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    address = f"127.0.0.1:{port}"
+    spec = tiny_spec(grid={"depth": [8], "data_fraction": [1.0], "seed": [0, 1, 2, 3]},
+                     training={"epochs": 2, "warmup_epochs": 1}, resources={"cpu": 1, "gpu": 0.5},
+                     compare=NO_EXTRAS)
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=0",
+                        f"--temp-dir={temp}", f"--autoscaling-config={tmp_path / 'fake.yaml'}",
+                        "--include-dashboard=false", "--disable-usage-stats"],
+                        env=env, check=True, capture_output=True, timeout=120)
+        assert _gpus(address, env) == 0
+        t0 = time.time()
+        driver = _cli(["run", str(spec), "--address", address], env)
+        peak, up_s = 0.0, None
+        while driver.poll() is None:
+            peak = max(peak, _gpus(address, env))
+            if peak and up_s is None:
+                up_s = time.time() - t0
+            time.sleep(1)
+        out, err = driver.stdout.read(), driver.stderr.read()
+        assert driver.returncode == 0, err[-2000:]
+        assert "waiting for the autoscaler to add a node" in out, out[:2000]
+        ended = time.time()
+        while _gpus(address, env) > 0 and time.time() - ended < 120:
+            time.sleep(2)
+        down_s = time.time() - ended
+        assert _gpus(address, env) == 0, "the GPU pool did not scale back down within 120 s"
+    finally:
+        kill_ray_processes(temp)
+    assert peak >= 1
+    trials = SweepStore(str(tmp_path / "results" / "tiny")).read_table("trials")
+    assert len(trials) == 4 and (trials.status == "done").all()
+    print(f"GPU pool 0 -> {peak:.0f} GPUs {up_s:.0f} s after the sweep started; 4 trials of 0.5 GPU done; "
+          f"back to 0 GPUs {down_s:.0f} s after the sweep ended")
