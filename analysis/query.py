@@ -74,7 +74,11 @@ class Results:
         if statements[0].type != duckdb.StatementType.SELECT:
             kind = statements[0].type.name.replace("_STATEMENT", "")
             raise TableError(f"only SELECT queries read a sweep; {kind} statements are refused (tables are read-only)")
-        self._register()
+        try:  # only the tables the query names: on object storage each one costs a listing
+            named = {t.lower() for t in duckdb.get_table_names(query)} & set(SCHEMAS)
+        except duckdb.Error:
+            named = set(SCHEMAS)
+        self._register(sorted(named))
         try:
             return self._con.sql(query, params=params).to_arrow_table().to_pandas()
         except duckdb.Error as e:
@@ -124,11 +128,11 @@ class Results:
         return pd.DataFrame(rows)
 
     # --------------------------------------------------------------- internals
-    def _register(self) -> None:
-        """(Re)create one view per table over the parts present now."""
-        self._datasets = {name: _dataset(self.store, name) for name in SCHEMAS}
-        for name, dataset in self._datasets.items():
-            self._con.register(name, dataset)
+    def _register(self, names: list[str] | None = None) -> None:
+        """(Re)create one view per table (`names`, default all) over the parts present now."""
+        for name in SCHEMAS if names is None else names:
+            self._datasets[name] = _dataset(self.store, name)
+            self._con.register(name, self._datasets[name])
 
     def _explain(self, e: duckdb.Error, query: str) -> str:
         """DuckDB's error as one line naming what exists."""

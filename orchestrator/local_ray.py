@@ -5,7 +5,8 @@ comparison's actors) are the driver's to end. Ray ends most of them when the dri
 but after `kill -9` of the driver its agents stay forever and busy actors finish (and write)
 their current job. So before Ray starts, the driver marks its environment with a token that
 every Ray process inherits, and starts a reaper: a small process in a session of its own that
-waits for the driver to end, however it ends, then kills every process carrying the token.
+notes the driver's descendants while it lives, waits for it to end, however it ends, then
+kills every one of them still alive and every process carrying the token.
 
     python -m repsweep.orchestrator.local_ray PID PID_START TOKEN   (started by start_ray)
 """
@@ -37,8 +38,8 @@ def start_ray(address: str | None) -> None:
     if joins_cluster(address):
         ray.init(address=address, **kwargs)
         return
-    if MARKER not in os.environ and process_start(os.getpid()):  # Linux: /proc tells who carries it
-        _start_reaper()
+    if process_start(os.getpid()):  # Linux: /proc tells who carries the token
+        _start_reaper()  # a token of its own, even where one was inherited from a parent driver
     ray.init(include_dashboard=False, **kwargs)
 
 
@@ -71,37 +72,79 @@ def _start_reaper() -> None:
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _carriers(marker: bytes) -> list[int]:
-    """Pids of the processes whose environment holds `marker`."""
-    found = []
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, start time)."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()  # proc(5) fields 3 onwards
+                out[int(name)] = (int(fields[1]), fields[19])
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    return out
+
+
+def _descendants(roots: set[int], procs: dict[int, tuple[int, str]]) -> set[int]:
+    """The pids below `roots` in the process tree (roots excluded)."""
+    found, frontier = set(), set(roots)
+    while frontier:
+        frontier = {p for p, (ppid, _) in procs.items() if ppid in frontier and p not in found}
+        found |= frontier
+    return found
+
+
+def _carriers(marker: bytes) -> set[int]:
+    """Pids of the processes whose environment holds `marker` (a renamed process may have lost it)."""
+    found = set()
     for name in os.listdir("/proc"):
         if name.isdigit() and int(name) != os.getpid():
             try:
                 with open(f"/proc/{name}/environ", "rb") as f:
                     if marker in f.read().split(b"\0"):
-                        found.append(int(name))
+                        found.add(int(name))
             except OSError:  # gone, or not ours
                 continue
     return found
 
 
 def reap(pid: int, pid_start: str, token: str) -> int:
-    """Wait for the driver to end, then kill its Ray's processes; returns how many were killed."""
+    """Wait for the driver to end, then kill its Ray's processes; returns how many were killed.
+
+    While the driver lives, the reaper notes its descendants (Ray renames its processes, and a
+    renamed process's environment can be overwritten, so the token alone does not find them
+    all). Once it has ended, each sweep stops (SIGSTOP) every noted process still alive, every
+    token carrier and everything below them, so that no raylet can start an agent or worker in
+    place of one just killed, then kills them all; it ends after three empty sweeps.
+    """
+    seen: dict[int, str] = {}
     while process_start(pid) == pid_start:
+        procs = _processes()
+        seen.update({p: procs[p][1] for p in _descendants({pid}, procs)})
         time.sleep(POLL_S)
-    marker, killed = f"{MARKER}={token}".encode(), set()
-    for _ in range(10):  # a dying raylet may still start a worker: sweep until none is left
-        pids = _carriers(marker)
-        if not pids:
-            break
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-                killed.add(p)
-            except OSError:
-                pass
+    marker, killed, empty = f"{MARKER}={token}".encode(), set(), 0
+    while empty < 3:
+        procs = _processes()
+        alive = {p for p, start in seen.items() if procs.get(p, (0, ""))[1] == start}
+        targets = (alive | _carriers(marker)) - {os.getpid()}
+        for p in targets:
+            _signal(p, signal.SIGSTOP)
+        targets |= _descendants(targets, _processes()) - {os.getpid()}
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for p in targets:
+                _signal(p, sig)
+        killed |= targets
+        empty = 0 if targets else empty + 1
         time.sleep(POLL_S)
     return len(killed)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:  # already gone
+        pass
 
 
 if __name__ == "__main__":

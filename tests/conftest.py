@@ -36,7 +36,10 @@ def ray_processes(temp_dir: str) -> list[int]:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100]
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        token = [e.decode() for e in env if e.startswith(b"REPSWEEP_DRIVER_TOKEN=")]
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100].strip()
+        return f"{cmd} {token}"
     except OSError:
         return f"{pid} (ended)"
 
@@ -199,6 +202,7 @@ def tiny_spec(tmp_path: Path):
         fields = {"name": name, "dataset": {"name": "digits"},
                   "grid": {"depth": [8], "width": [1], "data_fraction": [1.0, 0.5], "seed": [0]},
                   "training": {"epochs": 2, "warmup_epochs": 1},
+                  "compare": {"probes": False, "deletion": False},  # the per-trial analyses have tests of their own
                   "storage": str(tmp_path / "results")}
         for k, v in overrides.items():
             fields[k] = {**fields[k], **v} if isinstance(v, dict) and isinstance(fields.get(k), dict) else v

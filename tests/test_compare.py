@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -77,7 +78,8 @@ def test_second_compare_changes_nothing(small_sweep, tmp_path, ray_local):
     assert SweepStore(str(sweep)).read_table("cka").equals(SweepStore(str(small_sweep)).read_table("cka"))
 
 
-def test_comparison_killed_halfway_finishes_with_no_duplicated_or_missing_rows(small_sweep, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_comparison_killed_halfway_finishes_with_no_duplicated_or_missing_rows(small_sweep, tmp_path, sig):
     sweep = copy_sweep(small_sweep, tmp_path)
     _drop_comparison(sweep)
     _set_compare(sweep, group_size=1, passes=4)  # 4 diagonal + 4 cross tiles
@@ -85,13 +87,19 @@ def test_comparison_killed_halfway_finishes_with_no_duplicated_or_missing_rows(s
     plan = plan_comparison(spec, store)
     assert len(plan.tiles) == 8
     env = cli_env("rs-cmp-")
-    killed = kill_cli_when(["compare", str(sweep)], env, lambda: len(store.part_keys("cka")) >= 2, timeout=180)
+    killed = kill_cli_when(["compare", str(sweep)], env, lambda: len(store.part_keys("cka")) >= 2, timeout=180,
+                           sig=sig)
     assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # no actor is left to write a part
     done_before = store.part_keys("cka")
     assert 2 <= len(done_before) < 8, f"{len(done_before)} tiles finished before the kill"
     kept = {k: (sweep / "tables" / "cka" / f"{k}.parquet").stat().st_mtime_ns for k in done_before}
+    rows_before = len(store.read_table("cka"))
+    t0 = time.time()
     out = run_cli(["compare", str(sweep)], env)
     assert out.returncode == 0, out.stderr[-2000:]
+    print(f"{signal.Signals(sig).name} mid-comparison: Ray gone {killed.ray_gone_s:.1f} s after; "
+          f"{len(done_before)} of 8 tiles kept; compare finished in {time.time() - t0:.0f} s; cka rows "
+          f"{rows_before} before, {len(store.read_table('cka'))} after (planned {plan.n_layer_pairs})")
     assert f"8 tiles ({8 - len(done_before)} to run)" in out.stdout
     cka = store.read_table("cka")
     assert len(cka) == plan.n_layer_pairs

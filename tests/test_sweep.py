@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -65,9 +67,10 @@ def test_nan_diverging_trials_are_recorded_failed_and_the_sweep_goes_on(ray_loca
     assert trials["error"].str.match(r"diverged: training loss became (nan|inf) in epoch 1; lower training.lr").all()
 
 
-def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path):
-    # one long trial (depth 20, 30 epochs) and two short ones; kill -9 the driver as soon as a
-    # short one is done, while the long one is mid-way
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, sig):
+    # one long trial (depth 20, 30 epochs) and a short one; kill -9 (or Ctrl-C) the driver as
+    # soon as the short one is done, while the long one is mid-way
     path = tiny_spec(grid={"depth": [8, 20], "width": [1], "data_fraction": [1.0]},
                      training={"epochs": 30, "warmup_epochs": 1})
     spec = load_spec(path)
@@ -78,7 +81,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
     def a_trial_is_done() -> bool:
         return store.exists("tables", "trials") and (store.read_table("trials")["status"] == "done").any()
 
-    killed = kill_cli_when(["run", str(path)], env, a_trial_is_done, timeout=200)
+    killed = kill_cli_when(["run", str(path)], env, a_trial_is_done, timeout=200, sig=sig)
     if not killed.ready:
         pytest.fail("no trial finished within 200 s")
     assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # the reaper ended Ray's processes
@@ -89,9 +92,14 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
 
     status = run_cli(["status", str(sweep)], env).stdout
     assert "1 done, 1 interrupted" in status and f"finish with: repsweep resume {sweep}" in status
+    rows_before = {name: len(rows) for name, rows in _tables(sweep).items()}
+    t0 = time.time()
     out = run_cli(["resume", str(sweep)], env)
     assert out.returncode == 0, out.stderr[-2000:]
     t = _tables(sweep)
+    print(f"{signal.Signals(sig).name} mid-training: Ray gone {killed.ray_gone_s:.1f} s after; resume "
+          f"finished in {time.time() - t0:.0f} s; rows before {rows_before}, after "
+          f"{ {name: len(rows) for name, rows in t.items()} }")
     assert len(t["trials"]) == 2 and (t["trials"]["status"] == "done").all()
     assert len(t["predictions"]) == 2 * 360 and not t["predictions"].duplicated(["trial_id", "example"]).any()
     assert finished.stat().st_mtime_ns == mtime  # the finished trial was not re-run
