@@ -140,10 +140,10 @@ def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spe
         assert driver.returncode == 0, err[-2000:]
         assert "waiting for the autoscaler to add a node" in out, out[:2000]
         ended = time.time()
-        while _gpus(address, env) > 0 and time.time() - ended < 120:
+        while _gpus(address, env) > 0 and time.time() - ended < 240:  # idle timeout 30 s; slow under load
             time.sleep(2)
         down_s = time.time() - ended
-        assert _gpus(address, env) == 0, "the GPU pool did not scale back down within 120 s"
+        assert _gpus(address, env) == 0, "the GPU pool did not scale back down within 240 s"
     finally:
         kill_ray_processes(temp)
     assert peak >= 1
