@@ -106,9 +106,10 @@ def holder(store: SweepStore) -> Claim | None:
     return live[0] if live else None
 
 
-def check_free(store: SweepStore, mine: Claim | None = None) -> None:
-    """Raise SweepBusy naming the live driver that holds the sweep, unless that is `mine` or none."""
-    first = holder(store)
+def check_free(store: SweepStore, mine: Claim | None = None, first: Claim | None = None) -> None:
+    """Raise SweepBusy naming the live driver that holds the sweep (`first`, default: read it),
+    unless that is `mine` or none."""
+    first = first or holder(store)
     if first is not None and (mine is None or first.token != mine.token):
         raise SweepBusy(f"sweep '{store.uri}' is already driven by {first.describe()}; wait for it to "
                         f"finish or stop it, then run this again (a driver that died is ignored "
@@ -128,11 +129,13 @@ def hold_sweep(store: SweepStore, command: str) -> Iterator[Claim]:
                  started=now, heartbeat=now, job_id=os.environ.get(JOB_ENV, ""))
     _write(store, mine)
     try:
-        others = [c for c in claims(store) if c.token != mine.token]
-        for c in others:
-            if not is_live(c):  # a driver that died: its claim goes
+        live = []
+        for c in claims(store):  # one listing: clear the dead, then the oldest live claim holds
+            if c.token == mine.token or is_live(c):
+                live.append(c)
+            else:  # a driver that died: its claim goes
                 _delete(store, c)
-        check_free(store, mine)
+        check_free(store, mine, live[0] if live else None)
         stop = threading.Event()
         beat = threading.Thread(target=_heartbeat, args=(store, mine, stop), daemon=True,
                                 name="repsweep-lock")

@@ -7,11 +7,13 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,33 @@ def kill_ray_processes(temp_dir: str) -> None:
             except OSError:
                 pass
         time.sleep(0.5)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_cluster(monkeypatch, prefix: str, *, head_cpus: int) -> Iterator:
+    """A `ray.cluster_utils.Cluster` with a temp dir of its own; its processes ended by pid after."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    temp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", temp)  # the cluster notes its address in <it>/ray, not /tmp/ray
+    os.makedirs(os.path.join(temp, "ray"))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "temp_dir": temp,
+                                                            "include_dashboard": False})
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        kill_ray_processes(temp)
 
 
 def cli_env(prefix: str) -> dict[str, str]:

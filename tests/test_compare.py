@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from repsweep.orchestrator.cli import main
 from repsweep.orchestrator.plan import plan_comparison, select_pairs
 from repsweep.orchestrator.tiles import run_tile
 from repsweep.orchestrator.sweep import load_sweep
-from tests.conftest import cli_env, copy_sweep, kill_cli_when, kill_ray_processes, run_cli
+from tests.conftest import cli_env, copy_sweep, kill_cli_when, local_cluster, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -134,7 +132,6 @@ def test_the_pool_asks_for_an_actor_per_tile_and_grows_onto_a_node_that_joins_la
 
     import ray
     from ray._private.state import actors
-    from ray.cluster_utils import Cluster
 
     from repsweep.orchestrator.compare import compare
 
@@ -143,13 +140,7 @@ def test_the_pool_asks_for_an_actor_per_tile_and_grows_onto_a_node_that_joins_la
     _set_compare(sweep, group_size=1, passes=30, cpu=1, max_actors=6)  # 8 tiles of ~1-2 s each on 1 CPU
     spec, store = load_sweep(str(sweep))
     assert len(plan_comparison(spec, store).tiles) == 8
-    ray.shutdown()
-    cluster_tmp = tempfile.mkdtemp(prefix="rs-2n-", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", cluster_tmp)  # the cluster notes its address in <it>/ray, not /tmp/ray
-    os.makedirs(os.path.join(cluster_tmp, "ray"))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": cluster_tmp,
-                                                            "include_dashboard": False})
-    try:
+    with local_cluster(monkeypatch, "rs-2n-", head_cpus=1) as cluster:
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         done: list = []
         driver = threading.Thread(target=lambda: done.append(compare(spec, store)))
@@ -169,10 +160,6 @@ def test_the_pool_asks_for_an_actor_per_tile_and_grows_onto_a_node_that_joins_la
         tiles = store.read_table("tiles")
         assert len(tiles) == 8 and tiles.node.nunique() == 2  # an actor queued before the node existed ran there
         assert all(a["State"] == "DEAD" for a in actors().values() if a["ActorClassName"] == "PoolWorker")
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        kill_ray_processes(cluster_tmp)
 
     single = copy_sweep(small_sweep, tmp_path / "single")
     _drop_comparison(single)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from repsweep.analysis.store import SweepStore
-from tests.conftest import kill_ray_processes
+from tests.conftest import free_port, kill_ray_processes, local_cluster
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -38,19 +37,11 @@ def _saved_epochs(sweep: Path) -> int:
 
 
 def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(tiny_spec, tmp_path, monkeypatch):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    ray.shutdown()  # this test's driver is a `repsweep run --address` process of its own
+    # this test's driver is a `repsweep run --address` process of its own
     spec = tiny_spec(grid={"depth": [8], "data_fraction": [1.0]}, training={"epochs": 20, "warmup_epochs": 1},
                      compare=NO_EXTRAS)
     sweep = tmp_path / "results" / "tiny"
-    temp = tempfile.mkdtemp(prefix="rs-loss-", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", temp)  # the cluster notes its address in <it>/ray, not /tmp/ray
-    os.makedirs(os.path.join(temp, "ray"))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp,
-                                                            "include_dashboard": False})
-    try:
+    with local_cluster(monkeypatch, "rs-loss-", head_cpus=0) as cluster:
         node_a = cluster.add_node(num_cpus=1)
         driver = _cli(["run", str(spec), "--address", cluster.address], dict(os.environ))
         deadline = time.time() + 180
@@ -67,9 +58,6 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(tiny_spec
         recovered_s = time.time() - lost
         out, err = driver.communicate(timeout=240)
         finished_s = time.time() - lost
-    finally:
-        cluster.shutdown()
-        kill_ray_processes(temp)
     assert driver.returncode == 0, err[-2000:]
     trials = SweepStore(str(sweep)).read_table("trials")
     assert len(trials) == 1 and trials.status.iloc[0] == "done" and trials.epochs_done.iloc[0] == 20
@@ -82,12 +70,6 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(tiny_spec
           f"{finished_s:.0f} s after the loss; 1 trial, 360 predictions, no duplicates")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gpus(address: str, env: dict[str, str]) -> float:
     """The cluster's GPUs in all, from `ray status` (0 when no GPU node is up)."""
     out = subprocess.run([RAY, "status", "--address", address], env=env, capture_output=True, text=True,
@@ -97,7 +79,7 @@ def _gpus(address: str, env: dict[str, str]) -> float:
 
 
 def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spec, tmp_path):
-    port = _free_port()
+    port = free_port()
     config = {
         "cluster_name": "fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.5,
         "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{port}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from repsweep.analysis.store import SweepStore
-from tests.conftest import kill_ray_processes, write_spec
+from tests.conftest import free_port, kill_ray_processes, write_spec
 
 pytestmark = pytest.mark.timeout(400)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -37,15 +30,15 @@ class Head:
 def ray_head():
     """`ray start --head` on loopback, its own temp dir and ports, token auth; stopped by pid."""
     temp = tempfile.mkdtemp(prefix="rs-head-", dir="/tmp")
-    dash = _free_port()
+    dash = free_port()
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # as on a node: the venv active
     ray = str(Path(sys.executable).parent / "ray")
     t0 = time.time()
     try:
-        subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
+        subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                        f"--dashboard-agent-listen-port={_free_port()}", f"--temp-dir={temp}", "--num-cpus=2",
+                        f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp}", "--num-cpus=2",
                         "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
         print(f"head started in {time.time() - t0:.1f} s")
         yield Head(f"http://127.0.0.1:{dash}", env)
@@ -116,6 +109,6 @@ def test_submit_refuses_storage_the_cluster_cannot_reach(tmp_path, storage, mess
 def test_submit_to_an_address_nobody_listens_on_is_one_line_within_seconds(tmp_path):
     t0 = time.time()
     out = _repsweep(["submit", str(_spec(tmp_path, str(tmp_path / "r"))), "--address",
-                     f"http://127.0.0.1:{_free_port()}"], dict(os.environ))
+                     f"http://127.0.0.1:{free_port()}"], dict(os.environ))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "cannot reach the Ray job API" in out.stderr and time.time() - t0 < 30
