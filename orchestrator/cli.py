@@ -41,8 +41,8 @@ log = logging.getLogger("repsweep")
 # ----------------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from repsweep.orchestrator.data import check_dataset
     from repsweep.analysis.store import SweepStore
+    from repsweep.orchestrator.data import check_dataset
     from repsweep.orchestrator.lock import check_free, hold_sweep
     from repsweep.orchestrator.spec import load_spec
     from repsweep.orchestrator.submit import record_job
