@@ -16,7 +16,7 @@ from typing import Any
 
 from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.plan import Tile, plan_comparison
-from repsweep.orchestrator.pool import Job, run_jobs
+from repsweep.orchestrator.pool import Job, Pool
 from repsweep.orchestrator.spec import SweepSpec
 from repsweep.orchestrator.analyses import STEPS
 from repsweep.orchestrator.stages import Step, derived_jobs, trial_jobs
@@ -39,28 +39,32 @@ def compare(spec: SweepSpec, store: SweepStore, *, progress: Progress | None = N
     tile_jobs = [Job("tile", t.key, run_tile, (t, store.uri, spec.compare, spec.dataset))
                  for t in plan.tiles if t.key not in done]
     failed: dict[str, str] = {}
-    for n, step in enumerate(steps):
-        jobs = (tile_jobs if n == 0 else []) + trial_jobs(step.trial_stages, spec, store, plan)
-        n_tiles = len(tile_jobs) if n == 0 else 0
-        if n == 0:
-            description = (f"comparison: {len(plan.pairs)} model pairs, {plan.n_layer_pairs} layer pairs, "
-                           f"{len(plan.tiles)} tiles ({n_tiles} to run)")
-            if len(jobs) > n_tiles:
-                description += f", {len(jobs) - n_tiles} per-trial analyses"
-        else:
-            description = f"analyses: {len(jobs)} per-trial jobs ({', '.join(s.table for s in step.trial_stages)})"
-        log.info(description)
-        bar = progress(description, len(jobs)) if progress and (n == 0 or jobs) else None
-        failed |= _run(spec, store, jobs, bar, tiles)
-        if n == 0 and not failed:  # parts of an older plan (other groups or settings) would duplicate rows
-            for table in ("cka", "pca", "pc1_pairs", "dominant", "tiles"):
-                for key in set(store.part_keys(table)) - set(tiles):
-                    store.delete_part(table, key)
-        failed |= _run(spec, store, derived_jobs(step.derived, spec, store, plan), None, tiles)
+    c = spec.compare
+    with Pool(cpu=c.cpu, gpu=c.gpu, max_actors=c.max_actors) as pool:
+        for n, step in enumerate(steps):
+            jobs = (tile_jobs if n == 0 else []) + trial_jobs(step.trial_stages, spec, store, plan)
+            if n == 0:
+                description = (f"comparison: {len(plan.pairs)} model pairs, {plan.n_layer_pairs} layer pairs, "
+                               f"{len(plan.tiles)} tiles ({len(tile_jobs)} to run)")
+                if len(jobs) > len(tile_jobs):
+                    description += f", {len(jobs) - len(tile_jobs)} per-trial analyses"
+            else:
+                description = f"analyses: {len(jobs)} per-trial jobs ({', '.join(s.table for s in step.trial_stages)})"
+            log.info(description)
+            bar = progress(description, len(jobs)) if progress and (n == 0 or jobs) else None
+            failed |= _run(store, pool, jobs, bar, tiles)
+            if n == 0 and not failed:  # parts of an older plan (other groups or settings) would duplicate rows
+                for table in ("cka", "pca", "pc1_pairs", "dominant", "tiles"):
+                    for key in set(store.part_keys(table)) - set(tiles):
+                        store.delete_part(table, key)
+            # derived tables are light: they run on the actors already started, or on one
+            failed |= _run(store, pool, derived_jobs(step.derived, spec, store, plan), None, tiles,
+                           actors=max(1, len(pool.idle)))
     return {"plan": plan, "failed": failed}
 
 
-def _run(spec: SweepSpec, store: SweepStore, jobs: list[Job], bar: Any, tiles: dict[str, Tile]) -> dict[str, str]:
+def _run(store: SweepStore, pool: Pool, jobs: list[Job], bar: Any, tiles: dict[str, Tile],
+         actors: int | None = None) -> dict[str, str]:
     """Run jobs on the pool, recording each one's end; returns the failed ones' errors."""
     failed: dict[str, str] = {}
 
@@ -81,9 +85,8 @@ def _run(spec: SweepSpec, store: SweepStore, jobs: list[Job], bar: Any, tiles: d
         if bar:
             bar.update(1)
 
-    c = spec.compare
     try:
-        run_jobs(jobs, cpu=c.cpu, gpu=c.gpu, max_actors=c.max_actors, on_done=on_done, on_failed=on_failed)
+        pool.run(jobs, on_done=on_done, on_failed=on_failed, actors=actors)
     finally:
         if bar:
             bar.close()

@@ -1,14 +1,17 @@
 """The actor pool every comparison job runs on: tiles, per-trial stages, derived tables.
 
-    run_jobs(jobs, cpu=1, gpu=0.25, max_actors=16, on_done=..., on_failed=...)
+    with Pool(cpu=1, gpu=0.25, max_actors=16) as pool:
+        pool.run(tile_jobs, on_done=..., on_failed=...)
+        pool.run(derived_jobs, on_done=..., on_failed=..., actors=1)
 
-The pool is sized by the work, not by the cluster it happens to see: it asks Ray for
-min(jobs, max_actors) actors of `cpu` CPUs and `gpu` GPUs each, and lets Ray's scheduler
-place them. Actors that fit start at once; the others wait in Ray's queue, which is what
-tells an autoscaler (cluster.yaml: GPU workers from zero) to add nodes, and they join the
-pool as soon as they start. A job goes only to an actor that has started. Once no job is
-left to hand out, each actor that finishes is released, so its resources go to the actors
-still waiting and the cluster can scale down.
+A batch's pool is sized by its work, not by the cluster it happens to see: it asks Ray for
+min(jobs, max_actors) actors of `cpu` CPUs and `gpu` GPUs each, counting the idle ones a
+batch before left, and lets Ray's scheduler place them. Actors that fit start at once; the
+others wait in Ray's queue, which is what tells an autoscaler (cluster.yaml: GPU workers from
+zero) to add nodes, and they join the pool as soon as they start. A job goes only to an actor
+that has started. When a batch ends, the actors still waiting are withdrawn and the started
+ones stay for the next batch (an actor costs seconds to start: a new process importing torch);
+leaving the `with` block releases them, so the cluster can scale down.
 
 A job that fails (an exception, or its actor dying) is tried again, up to `attempts` times
 in all, then reported to `on_failed` with the last line of its error while the rest go on.
@@ -58,70 +61,93 @@ class PoolWorker:
         return out
 
 
-def run_jobs(jobs: list[Job], *, cpu: float, gpu: float, max_actors: int,
-             on_done: Callable[[Job, dict[str, Any]], None], on_failed: Callable[[Job, str], None],
-             attempts: int = ATTEMPTS) -> None:
-    """Run every job on a pool of min(len(jobs), max_actors) actors (see the module docstring)."""
-    import ray
+class Pool:
+    """The comparison stage's actors, kept from one batch of jobs to the next (see the module docstring)."""
 
-    if not jobs:
-        return
-    worker = ray.remote(PoolWorker).options(num_cpus=cpu, num_gpus=gpu, max_restarts=0)
-    starting: dict[Any, Any] = {}  # ready() ref -> actor not yet started
+    def __init__(self, *, cpu: float, gpu: float, max_actors: int, attempts: int = ATTEMPTS) -> None:
+        self.cpu, self.gpu, self.max_actors, self.attempts = cpu, gpu, max_actors, attempts
+        self.idle: list[Any] = []  # started actors with no job
 
-    def start() -> None:
-        actor = worker.remote(int(cpu))
-        starting[actor.ready.remote()] = actor
+    def __enter__(self) -> "Pool":
+        return self
 
-    for _ in range(min(len(jobs), max_actors)):
-        start()
-    todo, idle, inflight = deque(jobs), [], {}
-    tries: dict[Job, int] = {}
-    failed_starts = 0
-    try:
-        while todo or inflight:
-            while idle and todo:
-                job, actor = todo.popleft(), idle.pop()
-                inflight[actor.run.remote(job.fn, *job.args)] = (job, actor)
-            if not (starting or inflight):  # every actor failed to start and work is left
-                start()
-            (ref,), _ = ray.wait([*inflight, *starting], num_returns=1)
-            if ref in starting:
-                actor = starting.pop(ref)
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayActorError as e:
-                    failed_starts += 1
-                    if failed_starts > attempts * max(1, max_actors):
-                        raise RuntimeError(f"comparison actors fail to start: {last_line(e)}") from e
-                    log.warning("an actor failed to start, starting another: %s", last_line(e))
-                    continue
-                idle.append(actor)
-                continue
-            job, actor = inflight.pop(ref)
-            try:
-                out = ray.get(ref)
-            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
-                tries[job] = tries.get(job, 0) + 1
-                if isinstance(e, ray.exceptions.RayActorError):
-                    actor = None  # it died with the job; another one is started if work is left
-                if tries[job] < attempts:
-                    log.warning("%s %s failed, retrying: %s", job.stage, job.key, last_line(e))
-                    todo.append(job)
-                else:
-                    on_failed(job, last_line(e))
-            else:
-                on_done(job, out)
-            if actor is None:
-                if todo:
-                    start()
-            elif todo:
-                idle.append(actor)
-            else:  # nothing left to hand out: free its resources for the actors still waiting
-                ray.kill(actor)
-    finally:
-        for actor in [*idle, *starting.values(), *(a for _, a in inflight.values())]:
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release every actor (their resources go back to the cluster)."""
+        import ray
+
+        for actor in self.idle:
             ray.kill(actor)
+        self.idle = []
+
+    def run(self, jobs: list[Job], *, on_done: Callable[[Job, dict[str, Any]], None],
+            on_failed: Callable[[Job, str], None], actors: int | None = None) -> None:
+        """Run every job on min(len(jobs), actors or max_actors) actors, the idle ones first."""
+        import ray
+
+        if not jobs:
+            return
+        worker = ray.remote(PoolWorker).options(num_cpus=self.cpu, num_gpus=self.gpu, max_restarts=0)
+        starting: dict[Any, Any] = {}  # ready() ref -> actor not yet started
+
+        def start() -> None:
+            actor = worker.remote(int(self.cpu))
+            starting[actor.ready.remote()] = actor
+
+        for _ in range(min(len(jobs), actors or self.max_actors) - len(self.idle)):
+            start()
+        todo, idle, inflight = deque(jobs), self.idle, {}
+        tries: dict[Job, int] = {}
+        failed_starts = 0
+        try:
+            while todo or inflight:
+                while idle and todo:
+                    job, actor = todo.popleft(), idle.pop()
+                    inflight[actor.run.remote(job.fn, *job.args)] = (job, actor)
+                if not (starting or inflight):  # every actor failed to start and work is left
+                    start()
+                (ref,), _ = ray.wait([*inflight, *starting], num_returns=1)
+                if ref in starting:
+                    actor = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except ray.exceptions.RayActorError as e:
+                        failed_starts += 1
+                        if failed_starts > self.attempts * max(1, self.max_actors):
+                            raise RuntimeError(f"comparison actors fail to start: {last_line(e)}") from e
+                        log.warning("an actor failed to start, starting another: %s", last_line(e))
+                        continue
+                    idle.append(actor)
+                    continue
+                job, actor = inflight.pop(ref)
+                try:
+                    out = ray.get(ref)
+                except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+                    tries[job] = tries.get(job, 0) + 1
+                    if isinstance(e, ray.exceptions.RayActorError):
+                        actor = None  # it died with the job; another one is started if work is left
+                    if tries[job] < self.attempts:
+                        log.warning("%s %s failed, retrying: %s", job.stage, job.key, last_line(e))
+                        todo.append(job)
+                    else:
+                        on_failed(job, last_line(e))
+                else:
+                    on_done(job, out)
+                if actor is None:
+                    if todo:
+                        start()
+                else:
+                    idle.append(actor)  # kept for this batch's next job or the next batch
+        except BaseException:
+            for _, actor in inflight.values():
+                ray.kill(actor)
+            self.close()
+            raise
+        finally:
+            for actor in starting.values():  # not needed: free their place in the queue
+                ray.kill(actor)
 
 
 def last_line(e: BaseException) -> str:
