@@ -183,8 +183,8 @@ def _build_sweep(fields: dict, ray_temp_dir: str, tmp_path_factory) -> Path:
 SMALL_SWEEP = {
     "name": "small", "dataset": {"name": "digits"},
     "grid": {"depth": [8, 14], "width": [1], "data_fraction": [1.0], "seed": [0, 1]},
-    "training": {"epochs": 3, "warmup_epochs": 1},
-    "compare": {"passes": 2, "group_size": 2},
+    "training": {"epochs": 2, "warmup_epochs": 1},
+    "compare": {"passes": 2, "group_size": 2, "probes": False, "deletion": False},
 }
 
 # every chart kind has data: cross-seed and cross-architecture pairs, two fractions
@@ -231,7 +231,8 @@ def tiny_spec(tmp_path: Path):
         fields = {"name": name, "dataset": {"name": "digits"},
                   "grid": {"depth": [8], "width": [1], "data_fraction": [1.0, 0.5], "seed": [0]},
                   "training": {"epochs": 2, "warmup_epochs": 1},
-                  "compare": {"probes": False, "deletion": False},  # the per-trial analyses have tests of their own
+                  # one pass; the per-trial analyses have tests of their own
+                  "compare": {"passes": 1, "probes": False, "deletion": False},
                   "storage": str(tmp_path / "results")}
         for k, v in overrides.items():
             fields[k] = {**fields[k], **v} if isinstance(v, dict) and isinstance(fields.get(k), dict) else v

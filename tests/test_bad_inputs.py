@@ -129,7 +129,7 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_one_before_and_says_so(ra
     from repsweep.orchestrator.trainable import STATE_FILE
 
     path = tiny_spec(grid={"depth": [8], "width": [1], "data_fraction": [1.0]},
-                     training={"epochs": 3, "warmup_epochs": 1}, compare={"passes": 1, "probes": False})
+                     training={"epochs": 2, "warmup_epochs": 1}, compare={"passes": 1, "probes": False})
     assert main(["run", str(path)]) == 0
     sweep = tmp_path / "results" / "tiny"
     (model,) = (sweep / "checkpoints").glob("*.pt")
@@ -140,7 +140,7 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_one_before_and_says_so(ra
     assert main(["resume", str(sweep)]) == 0
     trial = SweepStore(str(sweep)).read_part("trials", model.stem).iloc[0]
     assert trial["status"] == "done" and model.is_file()
-    assert trial["error"].startswith("damaged checkpoint checkpoint_000002 (")  # (the error torch raised)
+    assert trial["error"].startswith("damaged checkpoint checkpoint_000001 (")  # (the error torch raised)
     assert trial["error"].endswith(") passed over; started over")  # the only earlier checkpoint (num_to_keep=1)
     assert main(["status", str(sweep)]) == 0
     assert "passed over; started over" in capsys.readouterr().out

@@ -34,7 +34,7 @@ def test_repsweep_and_a_ray_task_run_beside_a_users_own_models_and_analysis(tmp_
     project = _user_project(tmp_path / "project")
     (project / "spec.yaml").write_text(yaml.safe_dump({
         "name": "clash", "grid": {"depth": [8]}, "training": {"epochs": 1, "warmup_epochs": 0},
-        "compare": {"passes": 1}, "storage": str(project / "results")}))
+        "compare": {"passes": 1, "probes": False, "deletion": False}, "storage": str(project / "results")}))
     (project / "task.py").write_text(textwrap.dedent("""
         import json, os, ray
         import models, repsweep.models

@@ -69,10 +69,11 @@ def test_nan_diverging_trials_are_recorded_failed_and_the_sweep_goes_on(ray_loca
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, sig):
-    # one long trial (depth 20, 30 epochs) and a short one; kill -9 (or Ctrl-C) the driver as
-    # soon as the short one is done, while the long one is mid-way
-    path = tiny_spec(grid={"depth": [8, 20], "width": [1], "data_fraction": [1.0]},
-                     training={"epochs": 30, "warmup_epochs": 1})
+    # two trials of 15 epochs, one on a tenth of the data (2 steps an epoch, the other 12): kill -9
+    # (or Ctrl-C) the driver as soon as the short one is done, while the long one is mid-way
+    epochs = 15
+    path = tiny_spec(grid={"depth": [8], "width": [1], "data_fraction": [1.0, 0.1]},
+                     training={"epochs": epochs, "warmup_epochs": 1})
     spec = load_spec(path)
     sweep = tmp_path / "results" / "tiny"
     env = cli_env("rs-kill-")
@@ -104,12 +105,12 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
     assert len(t["predictions"]) == 2 * 360 and not t["predictions"].duplicated(["trial_id", "example"]).any()
     assert finished.stat().st_mtime_ns == mtime  # the finished trial was not re-run
     # the long trial went on from a saved epoch: its new experiment's checkpoints start past 0
-    long_id = next(tr.trial_id for tr in expand_grid(spec) if tr.depth == 20)
+    long_id = next(tr.trial_id for tr in expand_grid(spec) if tr.data_fraction == 1.0)
     runs = sorted((sweep / "tune").iterdir())
     assert len(runs) == 2
     ckpts = sorted((runs[1] / long_id).glob("checkpoint_*"))
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
-    assert meta["epoch"] == 29 and int(ckpts[-1].name.split("_")[1]) < 29
+    assert meta["epoch"] == epochs - 1 and int(ckpts[-1].name.split("_")[1]) < epochs - 1
 
 
 def test_sweep_on_a_storage_uri_trains_compares_and_reads_back(ray_local, tiny_spec, tmp_path, capsys):
