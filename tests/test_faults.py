@@ -11,7 +11,9 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,10 +77,39 @@ def _ray_status(address: str, env: dict[str, str]) -> str:
                           timeout=60).stdout
 
 
-def _gpus(address: str, env: dict[str, str]) -> float:
-    """The cluster's GPUs in all, from `ray status` (0 when no GPU node is up)."""
-    found = re.search(r"[\d.]+/([\d.]+) GPU", _ray_status(address, env))
-    return float(found.group(1)) if found else 0.0
+WATCH = ("import sys, time, ray\n"
+         "ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False)\n"
+         "while True:\n"
+         "    print(time.time(), ray.cluster_resources().get('GPU', 0.0), flush=True)\n"
+         "    time.sleep(1)\n")
+
+
+class GpuWatch:
+    """The cluster's GPUs in all, read once a second by one watching driver (not a `ray status` a second)."""
+
+    def __init__(self, address: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", WATCH, address], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.seen: list[tuple[float, float]] = []  # (time, GPUs)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            t, gpus = line.split()
+            self.seen.append((float(t), float(gpus)))
+
+    def first(self, holds: Callable[[float], bool], after: float, timeout: float) -> float | None:
+        """When the first reading after `after` for which holds(GPUs) was taken (waits up to timeout s)."""
+        deadline = time.time() + timeout
+        while True:
+            found = next((t for t, gpus in list(self.seen) if t > after and holds(gpus)), None)
+            if found is not None or time.time() > deadline:
+                return found
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spec, tmp_path):
@@ -113,27 +144,22 @@ def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spe
                         f"--temp-dir={temp}", f"--autoscaling-config={tmp_path / 'fake.yaml'}",
                         "--include-dashboard=false", "--disable-usage-stats"],
                         env=env, check=True, capture_output=True, timeout=120)
-        assert _gpus(address, env) == 0
+        watch = GpuWatch(address, env)
+        assert watch.first(lambda gpus: True, 0, 60) is not None and watch.seen[0][1] == 0  # none at the start
         t0 = time.time()
         driver = _cli(["run", str(spec), "--address", address], env)
-        peak, up_s = 0.0, None
-        while driver.poll() is None:
-            peak = max(peak, _gpus(address, env))
-            if peak and up_s is None:
-                up_s = time.time() - t0
-            time.sleep(1)
-        out, err = driver.stdout.read(), driver.stderr.read()
-        assert driver.returncode == 0, err[-2000:]
-        assert "waiting for the autoscaler to add a node" in out, out[:2000]
+        out, err = driver.communicate(timeout=300)
         ended = time.time()
-        while _gpus(address, env) > 0 and time.time() - ended < 120:  # idle timeout 6 s
-            time.sleep(2)
-        down_s = time.time() - ended
-        assert _gpus(address, env) == 0, f"no scale-down within 120 s:\n{_ray_status(address, env)}"
+        assert driver.returncode == 0, err[-2000:]
+        assert "waiting for the autoscaler to add a node" in out, (out[:2000], err[-2000:])
+        up, peak = watch.first(lambda gpus: gpus > 0, t0, 0), max(gpus for _, gpus in watch.seen)
+        down = watch.first(lambda gpus: gpus == 0, ended, 120)  # idle timeout 6 s
+        assert down is not None, f"no scale-down within 120 s:\n{_ray_status(address, env)}"
+        watch.stop()
     finally:
         kill_ray_processes(temp)
-    assert peak >= 1
+    assert up is not None and peak >= 1
     trials = SweepStore(str(tmp_path / "results" / "tiny")).read_table("trials")
     assert len(trials) == 2 and (trials.status == "done").all()
-    print(f"GPU pool 0 -> {peak:.0f} GPUs {up_s:.0f} s after the sweep started; 2 trials of 0.5 GPU done; "
-          f"back to 0 GPUs {down_s:.0f} s after the sweep ended")
+    print(f"GPU pool 0 -> {peak:.0f} GPUs {up - t0:.0f} s after the sweep started; 2 trials of 0.5 GPU done; "
+          f"back to 0 GPUs {down - ended:.0f} s after the sweep ended")

@@ -13,7 +13,7 @@ from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.cli import main
 from repsweep.orchestrator.grid import expand_grid
 from repsweep.orchestrator.spec import load_spec
-from tests.conftest import cli_env, kill_cli_when, run_cli
+from tests.conftest import cli_env, kill_cli_when
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -23,10 +23,12 @@ def _tables(sweep: Path) -> dict:
     return {t: store.read_table(t) for t in ("trials", "predictions", "layers", "train_subset")}
 
 
-def test_tiny_grid_trains_on_tune_and_writes_three_tables(ray_local, tiny_spec, tmp_path, capsys):
-    path = tiny_spec()
+def test_tiny_grid_trains_on_tune_writes_its_tables_and_runs_again_idempotently(ray_local, tiny_spec, tmp_path,
+                                                                                capsys):
+    uri = f"file://{tmp_path}/remote/tiny"  # a storage URI (the other tests use plain paths)
+    path = tiny_spec(storage=f"file://{tmp_path}/remote")
     assert main(["run", str(path)]) == 0
-    sweep = tmp_path / "results" / "tiny"
+    sweep = tmp_path / "remote" / "tiny"
     t = _tables(sweep)
     ids = {tr.trial_id for tr in expand_grid(load_spec(path))}
     assert set(t["trials"]["trial_id"]) == ids and (t["trials"]["status"] == "done").all()
@@ -34,9 +36,12 @@ def test_tiny_grid_trains_on_tune_and_writes_three_tables(ray_local, tiny_spec, 
     assert (t["predictions"]["correct"] == (t["predictions"]["label"] == t["predictions"]["prediction"])).all()
     assert len(t["layers"]) == 2 * 6  # depth 8: stem, 3 blocks, pool, logits
     assert sorted(t["train_subset"].groupby("trial_id").size().tolist()) == [718, 1437]
+    assert len(SweepStore(uri).read_table("cka")) == 2 * 36  # each model with itself (no cross-fraction pairs)
     row = t["trials"].set_index("trial_id").loc[next(iter(ids))]
     assert row["params"] == 77_754 and row["epochs_done"] == 2 and row["test_acc"] > 0.1
-    assert Path(row["checkpoint_uri"]).is_file()
+    assert row["checkpoint_uri"].startswith(f"{uri}/checkpoints/")
+    model_file = Path(row["checkpoint_uri"].removeprefix("file://"))
+    assert model_file.is_file()
     # the whole configuration is recorded, dataset and model sections included
     assert (row["dataset"], row["dataset_augment"], row["dataset_image_size"]) == ("digits", True, 32)
     assert (row["model_family"], row["arch"], row["epochs"], row["lr"]) == ("cifar_resnet", "d8-w1", 2, 0.1)
@@ -46,10 +51,9 @@ def test_tiny_grid_trains_on_tune_and_writes_three_tables(ray_local, tiny_spec, 
     assert main(["run", str(path)]) == 0
     assert {k: len(v) for k, v in _tables(sweep).items()} == before
     assert {p: p.stat().st_mtime_ns for p in (sweep / "tables").rglob("*.parquet")} == mtimes
-    assert main(["status", str(sweep)]) == 0
+    assert main(["status", uri]) == 0
     assert "2 done" in capsys.readouterr().out
     # a deleted model file is written again from the trial's last epoch checkpoint, not retrained
-    model_file = Path(row["checkpoint_uri"])
     model_file.unlink()
     assert main(["run", str(path)]) == 0
     assert model_file.is_file() and len(_tables(sweep)["predictions"]) == 2 * 360
@@ -68,7 +72,7 @@ def test_nan_diverging_trials_are_recorded_failed_and_the_sweep_goes_on(ray_loca
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, sig):
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, sig, ray_local, capsys):
     # two trials of 15 epochs, one on a tenth of the data (2 steps an epoch, the other 12): kill -9
     # (or Ctrl-C) the driver as soon as the short one is done, while the long one is mid-way
     epochs = 15
@@ -91,12 +95,13 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
     finished = sweep / "tables" / "trials" / f"{done_before['trial_id'].iloc[0]}.parquet"
     mtime = finished.stat().st_mtime_ns
 
-    status = run_cli(["status", str(sweep)], env).stdout
+    # then, as the user would, status and resume (in this process, on the tests' own Ray)
+    assert main(["status", str(sweep)]) == 0
+    status = capsys.readouterr().out
     assert "1 done, 1 interrupted" in status and f"finish with: repsweep resume {sweep}" in status
     rows_before = {name: len(rows) for name, rows in _tables(sweep).items()}
     t0 = time.time()
-    out = run_cli(["resume", str(sweep)], env)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert main(["resume", str(sweep)]) == 0
     t = _tables(sweep)
     print(f"{signal.Signals(sig).name} mid-training: Ray gone {killed.ray_gone_s:.1f} s after; resume "
           f"finished in {time.time() - t0:.0f} s; rows before {rows_before}, after "
@@ -111,14 +116,3 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_p
     ckpts = sorted((runs[1] / long_id).glob("checkpoint_*"))
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
     assert meta["epoch"] == epochs - 1 and int(ckpts[-1].name.split("_")[1]) < epochs - 1
-
-
-def test_sweep_on_a_storage_uri_trains_compares_and_reads_back(ray_local, tiny_spec, tmp_path, capsys):
-    uri = f"file://{tmp_path}/remote"
-    path = tiny_spec(grid={"data_fraction": [1.0], "seed": [0, 1]}, storage=uri, compare={"passes": 1})
-    assert main(["run", str(path)]) == 0
-    assert main(["status", f"{uri}/tiny"]) == 0
-    assert "2 done" in capsys.readouterr().out
-    store = SweepStore(f"{uri}/tiny")
-    assert store.uri.startswith("file://") and len(store.read_table("cka")) == 2 * 36 + 36
-    assert (tmp_path / "remote" / "tiny" / "checkpoints").is_dir()
