@@ -36,6 +36,7 @@ Statistics, and why:
 from __future__ import annotations
 
 import logging
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -189,7 +190,9 @@ def _welch(acc_a: np.ndarray, acc_b: np.ndarray) -> tuple[np.ndarray, np.ndarray
     for j in np.flatnonzero(flat):  # zero variance on both sides (module docstring)
         t[j], p[j] = _zero_variance_p(float(np.nanmax(acc_a[:, j]) - np.nanmax(acc_b[:, j])))
     if (~flat).any():
-        res = stats.ttest_ind(acc_a[:, ~flat], acc_b[:, ~flat], axis=0, equal_var=False, nan_policy="omit")
+        with warnings.catch_warnings():  # one side's seeds all equal: its variance is exactly 0, yet
+            warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)  # scipy warns
+            res = stats.ttest_ind(acc_a[:, ~flat], acc_b[:, ~flat], axis=0, equal_var=False, nan_policy="omit")
         t[~flat], p[~flat] = np.asarray(res.statistic, dtype=float), np.asarray(res.pvalue, dtype=float)
     return t, p
 

@@ -189,7 +189,8 @@ def _summary(res: Results, spec: dict, trials: pd.DataFrame) -> list[str]:
     out.append("<p>" + "; ".join(f"<b>{html.escape(a)}</b> {html.escape(', '.join(map(str, v)))}"
                                  for a, v in grid.items())
                + f" &mdash; {planned} trials planned on <b>{html.escape(str(dataset))}</b>"
-               + (f", {training['epochs']} epochs each" if "epochs" in training else "") + "</p>")
+               + (f", {training['epochs']} epoch{'s' if training['epochs'] != 1 else ''} each"
+                  if "epochs" in training else "") + "</p>")
     counts = trials["status"].value_counts().to_dict()
     counts["pending"] = max(0, planned - len(trials))
     out.append("<p>trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "</p>")

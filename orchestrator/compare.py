@@ -1,11 +1,14 @@
 """The comparison stage's driver: plan -> tiles and per-trial stages -> derived tables, by steps.
 
-    compare(spec, store)   # every job not yet done, on one actor pool; returns the plan and failures
+    compare(spec, store)   # every job not yet done; returns the plan and failures
 
 Tables written: cka, pca, pc1_pairs, dominant and tiles (orchestrator/tiles.py), then each step
-of orchestrator/analyses.py: its per-trial stages' tables (probes, deletion, ...), then its
-derived tables (class_accuracy, disagreement, blocks, ..., findings), and stage_runs. Each job's output is keyed, so a re-run does only what is missing and never
-duplicates rows; a job that fails twice is recorded as failed while the rest finish.
+of orchestrator/analyses.py: its per-trial stages' tables (probes, deletion, ...) on one actor
+pool kept for the whole stage, then its derived tables (class_accuracy, disagreement, blocks,
+..., findings) in this process, and stage_runs. Each job's output is keyed, so a re-run does
+only what is missing and never duplicates rows; a tile or per-trial job that fails twice, or a
+derived table that fails once (it is pandas over the tables: a second try would fail the
+same way), is recorded as failed while the rest finish.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.plan import Tile, plan_comparison
-from repsweep.orchestrator.pool import Job, Pool
+from repsweep.orchestrator.pool import Job, Pool, last_line
 from repsweep.orchestrator.spec import SweepSpec
 from repsweep.orchestrator.analyses import STEPS
 from repsweep.orchestrator.stages import Step, derived_jobs, trial_jobs
@@ -57,22 +60,19 @@ def compare(spec: SweepSpec, store: SweepStore, *, progress: Progress | None = N
                 for table in ("cka", "pca", "pc1_pairs", "dominant", "tiles"):
                     for key in set(store.part_keys(table)) - set(tiles):
                         store.delete_part(table, key)
-            # derived tables are light: they run on the actors already started, or on one
-            failed |= _run(store, pool, derived_jobs(step.derived, spec, store, plan), None, tiles,
-                           actors=max(1, len(pool.idle)))
+            failed |= _derive(store, derived_jobs(step.derived, spec, store, plan))
     return {"plan": plan, "failed": failed}
 
 
-def _run(store: SweepStore, pool: Pool, jobs: list[Job], bar: Any, tiles: dict[str, Tile],
-         actors: int | None = None) -> dict[str, str]:
+def _run(store: SweepStore, pool: Pool, jobs: list[Job], bar: Any, tiles: dict[str, Tile]) -> dict[str, str]:
     """Run jobs on the pool, recording each one's end; returns the failed ones' errors."""
     failed: dict[str, str] = {}
 
     def on_done(job: Job, out: dict[str, Any]) -> None:
         if job.stage == "tile":
             _tile_row(store, tiles[job.key], "done", **out)
-        elif out.get("parts_written", 1) or _failed_before(store, job):
-            _stage_row(store, job, "done", **out)  # a derived table that changed nothing leaves no trace
+        else:
+            _stage_row(store, job, "done", **out)
         if bar:
             bar.update(1)
 
@@ -86,10 +86,26 @@ def _run(store: SweepStore, pool: Pool, jobs: list[Job], bar: Any, tiles: dict[s
             bar.update(1)
 
     try:
-        pool.run(jobs, on_done=on_done, on_failed=on_failed, actors=actors)
+        pool.run(jobs, on_done=on_done, on_failed=on_failed)
     finally:
         if bar:
             bar.close()
+    return failed
+
+
+def _derive(store: SweepStore, jobs: list[Job]) -> dict[str, str]:
+    """Compute derived tables here in the driver, in order: they are light (pandas over the tables,
+    under 2 s for the demo) and need no actor; returns the failed ones' errors."""
+    failed: dict[str, str] = {}
+    for job in jobs:
+        try:
+            out = job.fn(*job.args)
+        except Exception as e:  # recorded; the other tables are still computed
+            failed[f"{job.stage} {job.key}"] = error = f"{type(e).__name__}: {last_line(e)}"
+            _stage_row(store, job, "failed", error=error)
+        else:
+            if out["parts_written"] or _failed_before(store, job):  # one that changed nothing leaves no trace
+                _stage_row(store, job, "done", **out)
     return failed
 
 

@@ -1,8 +1,8 @@
-"""The actor pool every comparison job runs on: tiles, per-trial stages, derived tables.
+"""The actor pool the comparison's heavy jobs run on: tiles and per-trial stages.
 
     with Pool(cpu=1, gpu=0.25, max_actors=16) as pool:
         pool.run(tile_jobs, on_done=..., on_failed=...)
-        pool.run(derived_jobs, on_done=..., on_failed=..., actors=1)
+        pool.run(dominant_removal_jobs, on_done=..., on_failed=...)  # on the actors the tiles started
 
 A batch's pool is sized by its work, not by the cluster it happens to see: it asks Ray for
 min(jobs, max_actors) actors of `cpu` CPUs and `gpu` GPUs each, counting the idle ones a
@@ -34,7 +34,7 @@ ATTEMPTS = 2  # a failed job is tried this many times, then recorded as failed
 class Job:
     """One unit of work for the pool; `fn(*args)` runs on an actor and returns a dict of facts."""
 
-    stage: str  # "tile", or the name of a per-trial stage or derived table
+    stage: str  # "tile", or the name of a per-trial stage or derived table (those run in the driver)
     key: str  # what it is within its stage: a tile key, a trial id, a table part
     fn: Callable[..., dict[str, Any]] = field(compare=False)
     args: tuple = field(default=(), compare=False)
@@ -83,8 +83,8 @@ class Pool:
         self.idle = []
 
     def run(self, jobs: list[Job], *, on_done: Callable[[Job, dict[str, Any]], None],
-            on_failed: Callable[[Job, str], None], actors: int | None = None) -> None:
-        """Run every job on min(len(jobs), actors or max_actors) actors, the idle ones first."""
+            on_failed: Callable[[Job, str], None]) -> None:
+        """Run every job on min(len(jobs), max_actors) actors, the idle ones first."""
         import ray
 
         if not jobs:
@@ -96,7 +96,7 @@ class Pool:
             actor = worker.remote(int(self.cpu))
             starting[actor.ready.remote()] = actor
 
-        for _ in range(min(len(jobs), actors or self.max_actors) - len(self.idle)):
+        for _ in range(min(len(jobs), self.max_actors) - len(self.idle)):
             start()
         todo, idle, inflight = deque(jobs), self.idle, {}
         tries: dict[Job, int] = {}

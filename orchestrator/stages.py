@@ -4,8 +4,8 @@
   and data and returns the trial's rows of its table, written as part `<trial_id>`. A trial
   whose part exists is done and skipped, so re-runs are resumable and idempotent like tiles.
   (Linear probes, block deletion, the block without its dominant datapoints.)
-- A `DerivedTable` is computed from other tables, no models: tables in, table parts out,
-  recomputed by every comparison (its inputs may have grown) and written only where its rows
+- A `DerivedTable` is computed from other tables, no models, in the driver: tables in, table
+  parts out, recomputed by every comparison (its inputs may have grown) and written only where its rows
   changed, so a re-run rewrites nothing. (Blocks, error statistics, findings.)
 
 A `Step` is a set of per-trial stages run together, then derived tables in order; the
@@ -62,7 +62,7 @@ class DerivedTable:
 
 @dataclass(frozen=True)
 class Step:
-    """Per-trial stages run together on the pool, then derived tables, in order."""
+    """Per-trial stages run together on the pool, then derived tables, in order, in the driver."""
 
     trial_stages: tuple[TrialStage, ...] = ()
     derived: tuple[DerivedTable, ...] = ()

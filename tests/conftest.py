@@ -191,7 +191,7 @@ SMALL_SWEEP = {
 RESULTS_SWEEP = {
     "name": "results", "dataset": {"name": "digits"},
     "grid": {"depth": [8, 14], "width": [1, 2], "data_fraction": [1.0, 0.5], "seed": [0, 1]},
-    "training": {"epochs": 2, "warmup_epochs": 1},
+    "training": {"epochs": 1, "warmup_epochs": 0},
     "compare": {"passes": 1, "probe_examples": 128},
 }
 N_TRIALS = 16
@@ -200,7 +200,7 @@ LAYERS = {8: 6, 14: 9}  # captured layers by depth: stem, 3(depth - 2)/6 blocks,
 
 @pytest.fixture(scope="session")
 def small_sweep(ray_temp_dir, tmp_path_factory) -> Path:
-    """4 digits models (depth 8 and 14 x seed 0 and 1), trained and compared once (~25 s).
+    """4 digits models (depth 8 and 14 x seed 0 and 1), trained and compared once (~20 s).
 
     Tests that change it must work on a copy (`copy_sweep`).
     """
@@ -209,7 +209,7 @@ def small_sweep(ray_temp_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def results_sweep(ray_temp_dir, tmp_path_factory) -> Path:
-    """16 digits models (RESULTS_SWEEP), 2 epochs, one comparison pass over 128 test digits (~40 s)."""
+    """16 digits models (RESULTS_SWEEP), 1 epoch, one comparison pass over 128 test digits (~40 s)."""
     return _build_sweep(RESULTS_SWEEP, ray_temp_dir, tmp_path_factory)
 
 

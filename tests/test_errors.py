@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -215,3 +217,15 @@ def test_class_diff_refuses_a_bad_alpha_and_missing_columns():
         class_diff(pd.DataFrame(columns=["trial_id", "label", "accuracy"]), trials, alpha=5)
     with pytest.raises(ValueError, match=r"lacks columns \['accuracy'\]"):
         class_diff(pd.DataFrame(columns=["trial_id", "label"]), trials)
+
+
+def test_a_class_flat_on_one_side_only_is_welchs_t_with_that_variance_zero_and_no_warning():
+    trials = make_trials({("a", 1.0): [0, 1, 2], ("b", 1.0): [0, 1, 2]})
+    acc = make_class_accuracy(np.random.default_rng(9), trials, {"a": np.array([0.9]), "b": np.array([0.7])},
+                              noise=0.0)
+    acc.loc[3:, "accuracy"] = [0.6, 0.7, 0.8]  # b's seeds vary; a's are all 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's "precision loss" warning is wrong here: var(a) is exactly 0
+        row = class_diff(acc, trials).iloc[0]
+    b = np.array([0.6, 0.7, 0.8])
+    assert np.isclose(row["t"], (0.9 - b.mean()) / np.sqrt(b.var(ddof=1) / 3))  # Welch's t, var(a) = 0

@@ -92,7 +92,7 @@ def report(results_sweep, tmp_path_factory) -> Path:
 def test_report_holds_the_summary_and_a_div_per_chart(report, results_sweep):
     page = report.read_text()
     assert "<h1>repsweep report: results</h1>" in page
-    assert f"{N_TRIALS} trials planned on <b>digits</b>, 2 epochs each" in page
+    assert f"{N_TRIALS} trials planned on <b>digits</b>, 1 epoch each" in page  # not "1 epochs"
     assert f"trials: {N_TRIALS} done" in page and "failed trials" not in page
     acc = open_results(str(results_sweep)).sql(
         "SELECT avg(test_acc) AS a FROM trials WHERE depth = 14 AND width = 1 AND data_fraction = 0.5")

@@ -10,7 +10,7 @@ import pytest
 from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.compare import compare
 from repsweep.orchestrator.analyses import STEPS
-from repsweep.orchestrator.stages import Step, TrialStage
+from repsweep.orchestrator.stages import DerivedTable, Step, TrialStage
 from repsweep.orchestrator.sweep import load_sweep
 from tests.conftest import copy_sweep
 
@@ -72,3 +72,27 @@ def test_a_trial_stage_runs_once_per_trial_records_failures_and_resumes(small_sw
     everything = _mtimes(sweep / "tables")
     compare(spec, store, progress=progress, steps=(Step((_per_class_from_the_model(),), STEPS[0].derived[:2]),))
     assert plans[-1][1] == 0 and _mtimes(sweep / "tables") == everything
+
+
+def test_a_derived_table_that_fails_is_recorded_and_the_next_one_is_still_computed(small_sweep, tmp_path):
+    # derived tables run in the driver, one after another: no actor, no Ray needed here
+    sweep = copy_sweep(small_sweep, tmp_path)
+    for p in (sweep / "tables" / "class_accuracy").glob("*.parquet"):
+        p.unlink()
+    spec, store = load_sweep(str(sweep))
+    class_accuracy = STEPS[0].derived[0]
+    assert class_accuracy.table == "class_accuracy"
+
+    def broken(store, plan, spec):
+        raise ValueError("planted failure")
+
+    out = compare(spec, store, steps=(Step(derived=(DerivedTable("disagreement", broken), class_accuracy)),))
+    assert out["failed"] == {"disagreement all": "ValueError: planted failure"}
+    runs = store.read_table("stage_runs").set_index("stage")
+    assert runs.loc["disagreement", "status"] == "failed" and runs.loc["class_accuracy", "status"] == "done"
+    assert sorted(store.part_keys("class_accuracy")) == sorted(store.read_table("trials")["trial_id"])
+    # fixed, the next comparison computes it, changes nothing else, and records that it is done
+    disagreement = STEPS[0].derived[1]
+    assert compare(spec, store, steps=(Step(derived=(disagreement, class_accuracy)),))["failed"] == {}
+    runs = store.read_table("stage_runs").set_index("stage")
+    assert runs.loc["disagreement", "status"] == "done"
