@@ -101,7 +101,7 @@ class Pool:
         todo, idle, inflight = deque(jobs), self.idle, {}
         tries: dict[Job, int] = {}
         failed_starts = 0
-        try:
+        try:  # on an error, leaving the `with` block releases the idle actors
             while todo or inflight:
                 while idle and todo:
                     job, actor = todo.popleft(), idle.pop()
@@ -140,13 +140,8 @@ class Pool:
                         start()
                 else:
                     idle.append(actor)  # kept for this batch's next job or the next batch
-        except BaseException:
-            for _, actor in inflight.values():
-                ray.kill(actor)
-            self.close()
-            raise
-        finally:
-            for actor in starting.values():  # not needed: free their place in the queue
+        finally:  # still waiting: not needed, free their place in the queue; in flight: only on an error
+            for actor in [*starting.values(), *(a for _, a in inflight.values())]:
                 ray.kill(actor)
 
 
