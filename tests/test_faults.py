@@ -40,17 +40,19 @@ def _saved_epochs(sweep: Path) -> int:
 
 def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(tiny_spec, tmp_path, monkeypatch):
     # this test's driver is a `repsweep run --address` process of its own
-    spec = tiny_spec(grid={"depth": [8], "data_fraction": [1.0]}, training={"epochs": 10, "warmup_epochs": 1},
+    spec = tiny_spec(grid={"depth": [8], "data_fraction": [1.0]}, training={"epochs": 15, "warmup_epochs": 1},
                      compare=NO_EXTRAS)
     sweep = tmp_path / "results" / "tiny"
     with local_cluster(monkeypatch, "rs-loss-", head_cpus=0) as cluster:
         node_a = cluster.add_node(num_cpus=1)
         driver = _cli(["run", str(spec), "--address", cluster.address], dict(os.environ))
         deadline = time.time() + 180
+        while _saved_epochs(sweep) < 1 and time.time() < deadline:  # the trial runs on node A
+            time.sleep(0.1)
+        cluster.add_node(num_cpus=1)  # node B joins (it takes seconds) while A trains, not after
         while _saved_epochs(sweep) < 3 and time.time() < deadline:  # 3 epochs saved on node A
             time.sleep(0.1)
         assert _saved_epochs(sweep) >= 3, "the trial saved no 3rd epoch in 180 s"
-        cluster.add_node(num_cpus=1)
         cluster.remove_node(node_a, allow_graceful=False)
         lost = time.time()
         saved = _saved_epochs(sweep)
@@ -62,9 +64,9 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(tiny_spec
         finished_s = time.time() - lost
     assert driver.returncode == 0, err[-2000:]
     trials = SweepStore(str(sweep)).read_table("trials")
-    assert len(trials) == 1 and trials.status.iloc[0] == "done" and trials.epochs_done.iloc[0] == 10
+    assert len(trials) == 1 and trials.status.iloc[0] == "done" and trials.epochs_done.iloc[0] == 15
     went_on = int(re.search(r"restarted; went on after epoch (\d+)", trials.error.iloc[0]).group(1))
-    assert 3 <= went_on < 10  # from a checkpoint node A saved, not from scratch
+    assert 3 <= went_on < 15  # from a checkpoint node A saved, not from scratch
     predictions = SweepStore(str(sweep)).read_table("predictions")
     assert len(predictions) == 360 and not predictions.duplicated(["trial_id", "example"]).any()
     print(f"node lost after epoch {saved} was saved; the trial started again on the other node "
