@@ -71,48 +71,56 @@ def test_nan_diverging_trials_are_recorded_failed_and_the_sweep_goes_on(ray_loca
     assert trials["error"].str.match(r"diverged: training loss became (nan|inf) in epoch 1; lower training.lr").all()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, sig, ray_local, capsys):
-    # two trials of 15 epochs, one on a tenth of the data (2 steps an epoch, the other 12): kill -9
-    # (or Ctrl-C) the driver as soon as the short one is done, while the long one is mid-way
+def test_a_sweep_killed_then_interrupted_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, ray_local,
+                                                                                   capsys):
+    # two trials of 15 epochs, one on a tenth of the data (2 steps an epoch, the other 12): kill -9 the
+    # driver as soon as the short one is done, while the long one is mid-way; then Ctrl-C the
+    # `repsweep resume` that follows once it has saved an epoch of its own; a last resume finishes
     epochs = 15
     path = tiny_spec(grid={"depth": [8], "width": [1], "data_fraction": [1.0, 0.1]},
                      training={"epochs": epochs, "warmup_epochs": 1})
-    spec = load_spec(path)
     sweep = tmp_path / "results" / "tiny"
-    env = cli_env("rs-kill-")
+    long_id = next(tr.trial_id for tr in expand_grid(load_spec(path)) if tr.data_fraction == 1.0)
     store = SweepStore(str(sweep))
 
     def a_trial_is_done() -> bool:
         return store.exists("tables", "trials") and (store.read_table("trials")["status"] == "done").any()
 
-    killed = kill_cli_when(["run", str(path)], env, a_trial_is_done, timeout=200, sig=sig)
-    if not killed.ready:
-        pytest.fail("no trial finished within 200 s")
-    assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # the reaper ended Ray's processes
-    done_before = store.read_table("trials").query("status == 'done'")
-    assert len(done_before) == 1, "the long trial finished before the kill; lengthen it"
-    finished = sweep / "tables" / "trials" / f"{done_before['trial_id'].iloc[0]}.parquet"
-    mtime = finished.stat().st_mtime_ns
+    def saved(run: int) -> tuple[int, int] | None:
+        """(checkpoint number, epoch) of the long trial's newest checkpoint in the sweep's run-th Tune
+        experiment (0 first): the number counts that experiment's epochs, the epoch is the trial's."""
+        runs = sorted((sweep / "tune").iterdir()) if (sweep / "tune").is_dir() else []
+        found = [(int(c.name.split("_")[1]), json.loads((c / "meta.json").read_text())["epoch"])
+                 for c in (runs[run] / long_id).glob("checkpoint_*") if (c / "meta.json").is_file()] \
+            if len(runs) > run else []
+        return max(found, default=None)
 
-    # then, as the user would, status and resume (in this process, on the tests' own Ray)
-    assert main(["status", str(sweep)]) == 0
-    status = capsys.readouterr().out
-    assert "1 done, 1 interrupted" in status and f"finish with: repsweep resume {sweep}" in status
-    rows_before = {name: len(rows) for name, rows in _tables(sweep).items()}
+    figures = []
+    for sig, args, ready in ((signal.SIGKILL, ["run", str(path)], a_trial_is_done),
+                             (signal.SIGINT, ["resume", str(sweep)], lambda: saved(1) is not None)):
+        killed = kill_cli_when(args, cli_env("rs-kill-"), ready, timeout=200, sig=sig)
+        assert killed.ready, f"{args[0]}: nothing to wait for happened within 200 s"
+        assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # the reaper ended Ray
+        done = store.read_table("trials").query("status == 'done'")
+        assert len(done) == 1, "the long trial finished before the signal; lengthen it"
+        figures.append(f"{signal.Signals(sig).name} during {args[0]}: Ray gone {killed.ray_gone_s:.1f} s after, "
+                       f"rows then { {name: len(rows) for name, rows in _tables(sweep).items()} }")
+        if sig == signal.SIGKILL:
+            finished = sweep / "tables" / "trials" / f"{done['trial_id'].iloc[0]}.parquet"
+            mtime = finished.stat().st_mtime_ns
+        # as the user would, status (in this process, on the tests' own Ray)
+        assert main(["status", str(sweep)]) == 0
+        status = capsys.readouterr().out
+        assert "1 done, 1 interrupted" in status and f"finish with: repsweep resume {sweep}" in status
     t0 = time.time()
     assert main(["resume", str(sweep)]) == 0
     t = _tables(sweep)
-    print(f"{signal.Signals(sig).name} mid-training: Ray gone {killed.ray_gone_s:.1f} s after; resume "
-          f"finished in {time.time() - t0:.0f} s; rows before {rows_before}, after "
+    print("; ".join(figures) + f"; the last resume finished in {time.time() - t0:.0f} s, rows after "
           f"{ {name: len(rows) for name, rows in t.items()} }")
     assert len(t["trials"]) == 2 and (t["trials"]["status"] == "done").all()
     assert len(t["predictions"]) == 2 * 360 and not t["predictions"].duplicated(["trial_id", "example"]).any()
     assert finished.stat().st_mtime_ns == mtime  # the finished trial was not re-run
-    # the long trial went on from a saved epoch: its new experiment's checkpoints start past 0
-    long_id = next(tr.trial_id for tr in expand_grid(spec) if tr.data_fraction == 1.0)
-    runs = sorted((sweep / "tune").iterdir())
-    assert len(runs) == 2
-    ckpts = sorted((runs[1] / long_id).glob("checkpoint_*"))
-    meta = json.loads((ckpts[-1] / "meta.json").read_text())
-    assert meta["epoch"] == epochs - 1 and int(ckpts[-1].name.split("_")[1]) < epochs - 1
+    # each resume went on from the newest epoch the experiment before it saved, not from epoch 0
+    assert len(list((sweep / "tune").iterdir())) == 3
+    (_, first), (n_second, second), (n_third, third) = saved(0), saved(1), saved(2)
+    assert second - n_second == first + 1 and third - n_third == second + 1 and third == epochs - 1
