@@ -76,35 +76,44 @@ def test_second_compare_changes_nothing(small_sweep, tmp_path, ray_local):
     assert SweepStore(str(sweep)).read_table("cka").equals(SweepStore(str(small_sweep)).read_table("cka"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
-def test_comparison_killed_halfway_finishes_with_no_duplicated_or_missing_rows(small_sweep, tmp_path, sig,
-                                                                               ray_local, capsys):
+def test_comparison_killed_then_interrupted_finishes_with_no_duplicated_or_missing_rows(small_sweep, tmp_path,
+                                                                                         ray_local, capsys):
+    """kill -9 a compare once 2 tiles are written, Ctrl-C the next once it has written one more;
+    a third finishes: the tiles written before each signal are kept as they are, none twice."""
     sweep = copy_sweep(small_sweep, tmp_path)
     _drop_comparison(sweep)
     _set_compare(sweep, group_size=1, passes=4)  # 4 diagonal + 4 cross tiles
     spec, store = load_sweep(str(sweep))
     plan = plan_comparison(spec, store)
     assert len(plan.tiles) == 8
-    env = cli_env("rs-cmp-")
-    killed = kill_cli_when(["compare", str(sweep)], env, lambda: len(store.part_keys("cka")) >= 2, timeout=180,
-                           sig=sig)
-    assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # no actor is left to write a part
-    done_before = store.part_keys("cka")
-    assert 2 <= len(done_before) < 8, f"{len(done_before)} tiles finished before the kill"
-    kept = {k: (sweep / "tables" / "cka" / f"{k}.parquet").stat().st_mtime_ns for k in done_before}
-    rows_before = len(store.read_table("cka"))
+    kept: dict[str, int] = {}
+    figures = []
+    for sig in (signal.SIGKILL, signal.SIGINT):
+        wanted = max(2, len(kept) + 1)
+        killed = kill_cli_when(["compare", str(sweep)], cli_env("rs-cmp-"),
+                               lambda: len(store.part_keys("cka")) >= wanted, timeout=180, sig=sig)
+        assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # no actor is left to write a part
+        done = store.part_keys("cka")
+        assert wanted <= len(done) < 8, f"{len(done)} of 8 tiles finished before the signal"
+        assert {k: _part_mtime(sweep, k) for k in kept} == kept  # what the killed run wrote was not redone
+        kept = {k: _part_mtime(sweep, k) for k in done}
+        figures.append(f"{signal.Signals(sig).name}: Ray gone {killed.ray_gone_s:.1f} s after, {len(done)} of 8 "
+                       f"tiles kept, {len(store.read_table('cka'))} cka rows")
     t0 = time.time()
     assert main(["compare", str(sweep)]) == 0  # the next compare (in this process, on the tests' own Ray)
     out = capsys.readouterr().out
-    print(f"{signal.Signals(sig).name} mid-comparison: Ray gone {killed.ray_gone_s:.1f} s after; "
-          f"{len(done_before)} of 8 tiles kept; compare finished in {time.time() - t0:.0f} s; cka rows "
-          f"{rows_before} before, {len(store.read_table('cka'))} after (planned {plan.n_layer_pairs})")
-    assert f"8 tiles ({8 - len(done_before)} to run)" in out
+    print("mid-comparison " + "; ".join(figures) + f"; the last compare finished in {time.time() - t0:.0f} s, "
+          f"{len(store.read_table('cka'))} cka rows after (planned {plan.n_layer_pairs})")
+    assert f"8 tiles ({8 - len(kept)} to run)" in out
     cka = store.read_table("cka")
     assert len(cka) == plan.n_layer_pairs
     assert not cka.duplicated(["trial_a", "layer_a", "trial_b", "layer_b"]).any()
-    assert {k: (sweep / "tables" / "cka" / f"{k}.parquet").stat().st_mtime_ns for k in done_before} == kept
+    assert {k: _part_mtime(sweep, k) for k in kept} == kept
     assert sorted(store.part_keys("tiles")) == sorted(t.key for t in plan.tiles)
+
+
+def _part_mtime(sweep: Path, key: str) -> int:
+    return (sweep / "tables" / "cka" / f"{key}.parquet").stat().st_mtime_ns
 
 
 def test_failed_tile_is_retried_then_recorded_while_the_rest_finish(small_sweep, tmp_path, ray_local, capsys):
