@@ -147,7 +147,7 @@ def test_the_pool_asks_for_an_actor_per_tile_and_grows_onto_a_node_that_joins_la
 
     sweep = copy_sweep(small_sweep, tmp_path)
     _drop_comparison(sweep)
-    _set_compare(sweep, group_size=1, passes=30, cpu=1, max_actors=6)  # 8 tiles of ~1-2 s each on 1 CPU
+    _set_compare(sweep, group_size=1, passes=20, cpu=1, max_actors=6)  # 8 tiles of ~1-2 s each on 1 CPU
     spec, store = load_sweep(str(sweep))
     assert len(plan_comparison(spec, store).tiles) == 8
     with local_cluster(monkeypatch, "rs-2n-", head_cpus=1) as cluster:
@@ -171,16 +171,19 @@ def test_the_pool_asks_for_an_actor_per_tile_and_grows_onto_a_node_that_joins_la
         assert len(tiles) == 8 and tiles.node.nunique() == 2  # an actor queued before the node existed ran there
         assert all(a["State"] == "DEAD" for a in actors().values() if a["ActorClassName"] == "PoolWorker")
 
+    # a tile from each node, again in this process, without Ray: the same values
+    ran_on = tiles.drop_duplicates("node").tile.tolist()
     single = copy_sweep(small_sweep, tmp_path / "single")
     _drop_comparison(single)
-    _set_compare(single, group_size=1, passes=30)
-    spec, store = load_sweep(str(single))
-    for tile in plan_comparison(spec, store).tiles:  # in this process, no Ray
-        run_tile(tile, store.uri, spec.compare, spec.dataset)
+    _set_compare(single, group_size=1, passes=20)
+    spec, single_store = load_sweep(str(single))
+    for tile in plan_comparison(spec, single_store).tiles:
+        if tile.key in ran_on:
+            run_tile(tile, single_store.uri, spec.compare, spec.dataset)
     key = ["trial_a", "layer_a", "trial_b", "layer_b"]
-    a = SweepStore(str(sweep)).read_table("cka").sort_values(key).reset_index(drop=True)
-    b = store.read_table("cka").sort_values(key).reset_index(drop=True)
-    assert a[key].equals(b[key])
+    a = store.read_table("cka").set_index(key)
+    b = single_store.read_table("cka").set_index(key)
+    assert len(b) > 0 and b.index.isin(a.index).all()
     # The actors run 1 torch thread, this process 2: float32 Grams sum in another order and
     # round differently (seen: 1.4e-8). Compare at the engine's float32 precision, not bit for bit.
-    assert np.allclose(a.cka, b.cka, rtol=0, atol=FLOAT32_CKA_ATOL, equal_nan=True)
+    assert np.allclose(a.cka.loc[b.index], b.cka, rtol=0, atol=FLOAT32_CKA_ATOL, equal_nan=True)
