@@ -59,13 +59,14 @@ def test_tiny_grid_trains_on_tune_writes_its_tables_and_runs_again_idempotently(
     assert model_file.is_file() and len(_tables(sweep)["predictions"]) == 2 * 360
 
 
-def test_nan_diverging_trials_are_recorded_failed_and_the_sweep_goes_on(ray_local, tiny_spec, tmp_path):
+def test_nan_diverging_trials_are_recorded_failed_and_the_sweep_goes_on(ray_local, tiny_spec, tmp_path, capsys):
     # lr 1e30: the first SGD step overflows float32 on any machine, so the loss of the next step
     # is not finite (a milder lr such as 200 diverges or not depending on the torch build).
     # One trial at a time (2 CPUs each): the second trains after the first has failed.
     path = tiny_spec(grid={"depth": [8], "width": [1, 2], "data_fraction": [1.0]},
                      training={"epochs": 2, "warmup_epochs": 0, "lr": 1e30}, resources={"cpu": 2})
-    main(["run", str(path)])
+    assert main(["run", str(path)]) == 1  # every trial failed: nothing to compare, and the exit code says so
+    assert "every trial failed, nothing to compare" in capsys.readouterr().out
     trials = _tables(tmp_path / "results" / "tiny")["trials"]
     assert len(trials) == 2 and (trials["status"] == "failed").all()
     assert trials["error"].str.match(r"diverged: training loss became (nan|inf) in epoch 1; lower training.lr").all()
