@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -3,6 +3,7 @@ plain (non-editable) install runs the demo's command and finds its spec in the p
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import cli_env, kill_ray_processes
 
@@ -57,8 +57,6 @@ def test_every_repsweep_module_imports_beside_a_users_own_models_and_analysis_in
         assert task.returncode == 0, task.stderr[-2000:]
     finally:
         kill_ray_processes(env["RAY_TMPDIR"])
-    import json
-
     driver, worker = json.loads(task.stdout.strip().splitlines()[-1])
     for seen in (driver, worker):
         assert {"repsweep.orchestrator.cli", "repsweep.orchestrator.trainable", "repsweep.models.registry",

@@ -90,10 +90,11 @@ def test_a_sweep_killed_then_interrupted_resumes_without_rerunning_finished_tria
     def saved(run: int) -> tuple[int, int] | None:
         """(checkpoint number, epoch) of the long trial's newest checkpoint in the sweep's run-th Tune
         experiment (0 first): the number counts that experiment's epochs, the epoch is the trial's."""
-        runs = sorted((sweep / "tune").iterdir()) if (sweep / "tune").is_dir() else []
+        runs = sorted((sweep / "tune").glob("run-*"))
+        if len(runs) <= run:
+            return None
         found = [(int(c.name.split("_")[1]), json.loads((c / "meta.json").read_text())["epoch"])
-                 for c in (runs[run] / long_id).glob("checkpoint_*") if (c / "meta.json").is_file()] \
-            if len(runs) > run else []
+                 for c in (runs[run] / long_id).glob("checkpoint_*") if (c / "meta.json").is_file()]
         return max(found, default=None)
 
     figures = []
