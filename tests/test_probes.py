@@ -127,7 +127,7 @@ def test_alpha_is_chosen_without_the_test_set():
             base["alpha"], base["holdout_accuracy"], base["train_accuracy"])
 
 
-@pytest.mark.parametrize("n, d", [(200, 400), (400, 40)])  # the dual shortcut (n_fit <= d) and the plain fits
+@pytest.mark.parametrize("n, d", [(200, 400), (400, 40)])  # the dual Gram (n_fit <= d) and the primal one
 def test_holdout_accuracies_are_ridge_classifiers_on_the_documented_split(n, d):
     rng = np.random.default_rng(4)
     x, y = blobs(rng, n, d, 5, spread=1.5)
