@@ -21,6 +21,10 @@ import numpy as np
 import pytest
 import yaml
 
+# Two test processes (pytest-xdist, pyproject.toml) share this machine's cores: torch's OpenMP
+# threads, in them, their Ray workers and their subprocesses, sleep while they wait rather than spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def ray_processes(temp_dir: str) -> list[int]:
     """Pids of the processes whose command line or environment names `temp_dir`."""
@@ -137,6 +141,14 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
                               capture_output=True, text=True, timeout=240)
     finally:
         kill_ray_processes(env["RAY_TMPDIR"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, tests of one shared sweep run in one worker, so each is built once."""
+    for item in items:
+        shared = [name for name in ("results_sweep", "small_sweep") if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
 @pytest.fixture(scope="session")
