@@ -98,7 +98,8 @@ def test_a_sweep_killed_then_interrupted_resumes_without_rerunning_finished_tria
         return max(found, default=None)
 
     figures = []
-    for sig, args, ready in ((signal.SIGKILL, ["run", str(path)], a_trial_is_done),
+    # the long trial must have saved an epoch by then, or status calls it pending, not interrupted
+    for sig, args, ready in ((signal.SIGKILL, ["run", str(path)], lambda: a_trial_is_done() and saved(0) is not None),
                              (signal.SIGINT, ["resume", str(sweep)], lambda: saved(1) is not None)):
         killed = kill_cli_when(args, cli_env("rs-kill-"), ready, timeout=200, sig=sig)
         assert killed.ready, f"{args[0]}: nothing to wait for happened within 200 s"
