@@ -143,6 +143,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
         kill_ray_processes(env["RAY_TMPDIR"])
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist, tests of one shared sweep run in one worker, so each is built once."""
     for item in items:
