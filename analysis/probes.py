@@ -161,10 +161,11 @@ def _gram_accuracies(z_fit: np.ndarray, y_fit: np.ndarray, z_held: np.ndarray, y
     classes = np.unique(y_fit)
     targets = np.where(y_fit[:, None] == classes[None, :], 1.0, -1.0).astype(z_fit.dtype)  # (n_fit, k)
     offset = targets.mean(axis=0)  # (k,) the intercept
+    centred = targets - offset
     if len(z_fit) <= z_fit.shape[1]:  # dual: scores = (Z_held Z') (ZZ' + a I)^-1 T
-        gram, rhs, left = z_fit @ z_fit.T, targets - offset, z_held @ z_fit.T  # (n_fit, n_fit), (n_fit, k)
+        gram, rhs, left = z_fit @ z_fit.T, centred, z_held @ z_fit.T  # (n_fit, n_fit), (n_fit, k)
     else:  # primal: scores = Z_held (Z'Z + a I)^-1 Z'T
-        gram, rhs, left = z_fit.T @ z_fit, z_fit.T @ (targets - offset), z_held  # (d, d), (d, k)
+        gram, rhs, left = z_fit.T @ z_fit, z_fit.T @ centred, z_held  # (d, d), (d, k)
     eye = np.eye(len(gram), dtype=gram.dtype)
     out = np.empty(len(alphas))
     for i, alpha in enumerate(alphas):

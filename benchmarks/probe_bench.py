@@ -9,8 +9,8 @@ examples. One BLAS thread (threadpoolctl), as a comparison actor of one CPU runs
 
 Timed, median of --repeats calls: `analysis.probes.holdout_accuracies` (one Gram, one Cholesky
 solve per alpha) against the baseline, a standardise + RidgeClassifier pipeline fit for every
-alpha (what scikit-learn does without the shortcut). The accuracies of both are printed: they
-must agree to within an argmax tie (tests/test_probes.py asserts it).
+alpha (what scikit-learn does without the shortcut). The last column says whether both gave
+the same held-out accuracies, to within an argmax tie (tests/test_probes.py asserts it).
 """
 
 from __future__ import annotations
