@@ -74,6 +74,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def write_fake_autoscaling_config(path: Path, port: int) -> Path:
+    """A cluster launcher config for Ray's fake multi-node provider: a head of 0 CPU and up to two
+    worker nodes of 2 CPU and 1 (logical) GPU, launched as processes on this machine."""
+    config = {
+        "cluster_name": "fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.1,
+        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{port}",
+                     "disable_node_updaters": True, "disable_launch_config_check": True,  # no SSH setup to run
+                     "use_node_id_as_ip": True},  # all nodes share 127.0.0.1: tell idle ones apart by id
+        "auth": {"ssh_user": "ubuntu"}, "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "gpu_worker": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
+        },
+        # the launcher's fields the autoscaler reads, empty for processes on this machine
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def head_env(temp: str) -> dict[str, str]:
+    """Environment for a loopback head started with `ray start` (temp dir of its own, a fresh token)
+    and for the drivers that join it."""
+    import secrets
+
+    return {**os.environ, "RAY_TMPDIR": temp, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(16),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def start_head(port: int, temp: str, env: dict[str, str], autoscaling_config: Path | None = None) -> str:
+    """`ray start --head` on loopback with 0 CPUs (and an autoscaler where a config is given); its address."""
+    config = [f"--autoscaling-config={autoscaling_config}"] if autoscaling_config else []
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--num-cpus=0",
+                    f"--temp-dir={temp}", *config, "--include-dashboard=false", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    return f"127.0.0.1:{port}"
+
+
 @contextmanager
 def local_cluster(monkeypatch, prefix: str, *, head_cpus: int) -> Iterator:
     """A `ray.cluster_utils.Cluster` with a temp dir of its own; its processes ended by pid after."""

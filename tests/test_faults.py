@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -17,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from repsweep.analysis.store import SweepStore
-from tests.conftest import free_port, kill_ray_processes, local_cluster
+from tests.conftest import (free_port, head_env, kill_ray_processes, local_cluster, start_head,
+                            write_fake_autoscaling_config)
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -116,36 +115,14 @@ class GpuWatch:
 
 def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spec, tmp_path):
     port = free_port()
-    config = {
-        "cluster_name": "fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.1,
-        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{port}",
-                     "disable_node_updaters": True, "disable_launch_config_check": True,  # no SSH setup to run
-                     "use_node_id_as_ip": True},  # all nodes share 127.0.0.1: tell idle ones apart by id
-        "auth": {"ssh_user": "ubuntu"}, "head_node_type": "ray.head.default",
-        "available_node_types": {
-            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
-            "gpu_worker": {"resources": {"CPU": 2, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2},
-        },
-        # the launcher's fields the autoscaler reads, empty for processes on this machine
-        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
-        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
-        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
-        "worker_start_ray_commands": [],
-    }
-    (tmp_path / "fake.yaml").write_text(yaml.safe_dump(config))
+    write_fake_autoscaling_config(tmp_path / "fake.yaml", port)
     temp = tempfile.mkdtemp(prefix="rs-auto-", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": temp, "RAY_FAKE_CLUSTER": "1", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    address = f"127.0.0.1:{port}"
+    env = head_env(temp)
     spec = tiny_spec(grid={"depth": [8], "data_fraction": [1.0], "seed": [0, 1]},
                      training={"epochs": 1, "warmup_epochs": 0}, resources={"cpu": 1, "gpu": 0.5},
                      compare=NO_EXTRAS)
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=0",
-                        f"--temp-dir={temp}", f"--autoscaling-config={tmp_path / 'fake.yaml'}",
-                        "--include-dashboard=false", "--disable-usage-stats"],
-                        env=env, check=True, capture_output=True, timeout=120)
+        address = start_head(port, temp, env, tmp_path / "fake.yaml")
         watch = GpuWatch(address, env)
         assert watch.first(lambda gpus: True, 0, 60) is not None and watch.seen[0][1] == 0  # none at the start
         t0 = time.time()
