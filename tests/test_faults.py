@@ -123,6 +123,7 @@ def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spe
                      compare=NO_EXTRAS)
     try:
         address = start_head(port, temp, env, tmp_path / "fake.yaml")
+        started = time.time()
         watch = GpuWatch(address, env)
         assert watch.first(lambda gpus: True, 0, 60) is not None and watch.seen[0][1] == 0  # none at the start
         t0 = time.time()
@@ -140,5 +141,7 @@ def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spe
     assert up is not None and peak >= 1
     trials = SweepStore(str(tmp_path / "results" / "tiny")).read_table("trials")
     assert len(trials) == 2 and (trials.status == "done").all()
-    print(f"GPU pool 0 -> {peak:.0f} GPUs {up - t0:.0f} s after the sweep started; 2 trials of 0.5 GPU done; "
+    waited = "first waited for the autoscaler's report; " if "for the cluster's autoscaler to report" in out else ""
+    print(f"GPU pool 0 -> {peak:.0f} GPUs {up - t0:.0f} s after the sweep started ({waited}the driver joined "
+          f"{t0 - started:.1f} s after `ray start` returned); 2 trials of 0.5 GPU done; "
           f"back to 0 GPUs {down - ended:.0f} s after the sweep ended")

@@ -88,8 +88,10 @@ def test_the_heartbeat_renews_a_held_claim(tmp_path, monkeypatch):
     monkeypatch.setattr(lock, "HEARTBEAT_S", 0.1)
     store = SweepStore(str(tmp_path))
     with hold_sweep(store, "run") as mine:
-        time.sleep(0.5)
-        assert claims(store)[0].heartbeat > mine.heartbeat
+        deadline = time.time() + 30  # a few beats, even on a loaded machine
+        while claims(store)[0].heartbeat <= mine.heartbeat and time.time() < deadline:
+            time.sleep(0.05)
+        assert claims(store)[0].heartbeat > mine.heartbeat, "no heartbeat in 30 s of beats every 0.1 s"
 
 
 def test_two_drivers_on_one_sweep_the_second_refuses_and_nothing_is_duplicated(small_sweep, tmp_path):
