@@ -17,7 +17,12 @@ The rule. At threshold t, a block is a run of consecutive layers (the logits exc
 
 The reported block is the largest such run (ties: the larger inside - before_near).
 before_near is the rule's test, not a column; the `before` column is the mean over all
-earlier layers. Monotonicity: a run alike at a higher threshold is alike at a lower one, but
+earlier layers, `after` over the later ones (the logits left out), and `contrast`, the block's
+distinctness, is inside minus the mean over every pair of a block layer and a layer outside it
+(`span_contrast`): the statistic the findings follow when the first PC or the dominant
+datapoints are removed (analysis/findings.py). A run whose layers do not carry a dominant
+first PC is a run of alike layers, not the paper's block: `carried_by_pc1` in the `blocks`
+table says which (pc1_inside >= findings.dominant_pc1). Monotonicity: a run alike at a higher threshold is alike at a lower one, but
 rule 3's floor 1 - t relaxes as t rises, so a larger threshold gives no larger block only
 where that block is also 1 - t_lower below its inside (always so for a sharp block).
 
@@ -68,8 +73,8 @@ CENTRAL_THRESHOLD = 0.9  # the level later analyses read the block at (dominant 
 # layers; one more than the longest run residual paths alone gave at CKA >= 0.9 on the digits
 # (3-6 layers at every depth >= 20, DESIGN.md "Where things run")
 MIN_SIZE = 7
-BLOCK_COLUMNS = ["threshold", "found", "start", "end", "size", "fraction", "inside", "before",
-                 "contrast", "pc1_inside", "pc1_outside"]  # the `blocks` table less trial_id
+BLOCK_COLUMNS = ["threshold", "found", "start", "end", "size", "fraction", "inside", "before", "after",
+                 "contrast", "pc1_inside", "pc1_outside"]  # the `blocks` table less trial_id and carried_by_pc1
 
 
 def find_blocks(
@@ -103,8 +108,10 @@ def find_blocks(
     pd.DataFrame
         One row per threshold, columns BLOCK_COLUMNS: found; start, end (inclusive layer
         indices, <NA> when not found); size (layers, 0 when not found) and fraction (size / L);
-        inside (mean CKA over the block's off-diagonal pairs), before (mean CKA between its
-        layers and all layers before it), contrast (inside - before), pc1_inside (mean pc1
+        inside (mean CKA over the block's off-diagonal pairs), before and after (mean CKA
+        between its layers and all kept layers before it, after it; after is NaN when none
+        is kept), contrast (`span_contrast`: inside minus the mean over the pairs of a block
+        layer and a kept layer outside it, before and after pooled), pc1_inside (mean pc1
         of its layers), pc1_outside (mean pc1 of the other layers, excluded ones left out);
         the statistics are NaN when not found.
     """
@@ -116,10 +123,11 @@ def find_blocks(
     counts = _prefix(finite.astype(float))
     kept_at = np.flatnonzero(kept)  # positions of the kept layers, ascending
 
-    def mean(r0: int, r1: int, c0: int, c1: int) -> float:
-        """Mean of the finite, kept, off-diagonal cka[r0:r1, c0:c1]; NaN if there is none."""
-        n = _rect(counts, r0, r1, c0, c1)
-        return _rect(sums, r0, r1, c0, c1) / n if n > 0 else float("nan")
+    def mean(r0: int, r1: int, c0: int, c1: int, skip: tuple[int, int] = (0, 0)) -> float:
+        """Mean of the finite, kept, off-diagonal cka[r0:r1, c0:c1], rows skip[0]:skip[1] left out; NaN if none."""
+        k0, k1 = skip
+        n = _rect(counts, r0, r1, c0, c1) - _rect(counts, k0, k1, c0, c1)
+        return (_rect(sums, r0, r1, c0, c1) - _rect(sums, k0, k1, c0, c1)) / n if n > 0 else float("nan")
 
     rows = []
     for t in thresholds:
@@ -193,22 +201,78 @@ def _alike_ends(cka: np.ndarray, kept: np.ndarray, t: float) -> np.ndarray:
 
 
 def _row(t: float, best: tuple[int, float, int, int] | None, n_layers: int,
-         mean: Callable[[int, int, int, int], float], pc1: np.ndarray, kept: np.ndarray) -> dict:
+         mean: Callable[..., float], pc1: np.ndarray, kept: np.ndarray) -> dict:
     """One output row: the statistics of the block `best` (size, gap, s, e), or NaN if None."""
     if best is None:
         nan = float("nan")
         return dict(threshold=t, found=False, start=pd.NA, end=pd.NA, size=0, fraction=0.0,
-                    inside=nan, before=nan, contrast=nan, pc1_inside=nan, pc1_outside=nan)
+                    inside=nan, before=nan, after=nan, contrast=nan, pc1_inside=nan, pc1_outside=nan)
     size, _, s, e = best
-    inside, before = mean(s, e + 1, s, e + 1), mean(0, s, s, e + 1)
     in_block = np.zeros(n_layers, dtype=bool)
     in_block[s:e + 1] = True
     return dict(threshold=t, found=True, start=int(s), end=int(e), size=int(size),
-                fraction=size / n_layers, inside=inside, before=before, contrast=inside - before,
+                fraction=size / n_layers, inside=mean(s, e + 1, s, e + 1), before=mean(0, s, s, e + 1),
+                after=mean(e + 1, n_layers, s, e + 1), contrast=_contrast(mean, s, e, n_layers),
                 pc1_inside=_nanmean(pc1[in_block]), pc1_outside=_nanmean(pc1[kept & ~in_block]))
+
+
+def _contrast(mean: Callable[..., float], s: int, e: int, n_layers: int) -> float:
+    """inside - outside for layers s..e, outside pooling the pairs before and after (means by pair count)."""
+    return mean(s, e + 1, s, e + 1) - mean(0, n_layers, s, e + 1, skip=(s, e + 1))
+
+
+def span_contrast(cka: np.ndarray, start: int, end: int, *, exclude: Sequence[int] = (-1,)) -> dict[str, float]:
+    """How distinct layers start..end are from the rest of the model: a block's distinctness.
+
+    inside: mean CKA over the span's off-diagonal pairs; outside: mean CKA between a span layer
+    and a kept layer outside the span (before and after pooled, by pair); contrast: inside -
+    outside. Layers joined by residual paths stay alike whatever is removed; what vanishes from
+    the paper's heatmaps when a block's first PC is removed is this contrast (Nguyen, Raghu &
+    Kornblith 2021, Figure 4). NaN pairs and `exclude`d layers (default the logits) are left out.
+    """
+    cka = np.asarray(cka, dtype=float)
+    n_layers = len(cka)
+    kept = np.ones(n_layers, dtype=bool)
+    kept[list(exclude)] = False
+    span = np.zeros(n_layers, dtype=bool)
+    span[start:end + 1] = True
+    pairs = cka[span & kept][:, kept]  # (span, kept) rows: span layers; columns: every kept layer
+    in_cols = span[kept]
+    inner = pairs[:, in_cols][~np.eye(int(in_cols.sum()), dtype=bool)]
+    inside, outside = _nanmean(inner), _nanmean(pairs[:, ~in_cols].ravel())
+    return {"inside": inside, "outside": outside, "contrast": inside - outside}
 
 
 def _nanmean(x: np.ndarray) -> float:
     """Mean of the finite values; NaN (without a warning) when there are none."""
     x = x[np.isfinite(x)]
     return float(x.mean()) if len(x) else float("nan")
+
+
+def pc1_spans(blocks: pd.DataFrame, n_layers: dict[str, int], *, threshold: float = CENTRAL_THRESHOLD
+              ) -> dict[str, tuple[str, int, int]]:
+    """Per trial, the layers whose contrast claim 3 follows: (role, start, end).
+
+    'block': a trial whose block at `threshold` is carried by its first PC (`carried_by_pc1`),
+    on that block. 'control': every other trial, on the layers at the blocks' median relative
+    position (start / L and end / L, medians over the blocks, scaled to its L and kept off
+    the stem and the logits), so that the same statistic is measured where blocks form in
+    models that have none. No block at all: no spans (nothing to control for). A control
+    model too shallow for a span of 2 layers is left out.
+    """
+    rows = blocks[blocks["threshold"] == threshold]
+    rows = rows[rows["trial_id"].isin(n_layers)]
+    carried = rows[rows["found"] & rows["carried_by_pc1"].fillna(False).astype(bool)]
+    if carried.empty:
+        return {}
+    size = carried["trial_id"].map(n_layers).astype(float)
+    rel_start, rel_end = float((carried["start"] / size).median()), float((carried["end"] / size).median())
+    spans = {r.trial_id: ("block", int(r.start), int(r.end)) for r in carried.itertuples()}
+    for tid in rows["trial_id"]:
+        if tid in spans:
+            continue
+        n = n_layers[tid]
+        start, end = max(1, round(rel_start * n)), min(n - 2, round(rel_end * n))
+        if end > start:
+            spans[tid] = ("control", start, end)
+    return spans

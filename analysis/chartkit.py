@@ -25,11 +25,19 @@ CKA_SCALE = dict(domain=[0, 1], clamp=True, scheme="magma")  # unbiased CKA can 
 
 
 def done_trials(res: Results) -> pd.DataFrame:
-    trials = res.sql("SELECT trial_id, arch, depth, width, data_fraction, seed, test_acc FROM trials "
+    """The finished trials, with `excluded` (False until the comparison marks one that did not train)."""
+    trials = res.sql("SELECT trial_id, arch, depth, width, data_fraction, seed, test_acc, "
+                     "coalesce(excluded, false) AS excluded, exclusion_reason FROM trials "
                      "WHERE status = 'done' ORDER BY data_fraction DESC, depth, width, seed")
     if trials.empty:
         raise TableError("no finished trials in this sweep yet; see 'repsweep status SWEEP'")
     return trials
+
+
+def excluded_note(trials: pd.DataFrame, shown: set[str]) -> list[str]:
+    """A subtitle line naming the shown trials that did not train (drawn, but left out of the findings)."""
+    bad = trials[trials["excluded"] & trials["trial_id"].isin(shown)]["trial_id"].tolist()
+    return [f"did not train, drawn but left out of the findings (trials.excluded): {', '.join(bad)}"] if bad else []
 
 
 def choose(trials: pd.DataFrame, column: str, value: Any, default: Callable) -> Any:

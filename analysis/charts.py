@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from repsweep.analysis import heatmaps, predictions, study_charts
-from repsweep.analysis.chartkit import MAX_ROWS, done_trials, facet_header, parse_config
+from repsweep.analysis.chartkit import MAX_ROWS, done_trials, excluded_note, facet_header, parse_config
 from repsweep.analysis.query import Results
 from repsweep.analysis.schemas import TableError
 
@@ -81,13 +81,16 @@ def accuracy(res: Results) -> alt.FacetChart:
     notes = [f"one point per trial ({len(trials)} finished); lines: mean over seeds"]
     if failed:
         notes.append(f"{failed} failed trials not shown (see 'repsweep status SWEEP')")
+    notes += excluded_note(trials, set(trials["trial_id"]))
+    trials = trials.assign(trained=trials["excluded"].map({True: "did not train (excluded)", False: "trained"}))
     base = alt.Chart(trials).encode(
         x=alt.X("width:O", title="width multiplier", axis=alt.Axis(labelAngle=0)),
         color=alt.Color("depth:O", title="depth", scale=alt.Scale(scheme="viridis")))
     line = base.mark_line().encode(y=alt.Y("mean(test_acc):Q", title="test accuracy",
                                            scale=alt.Scale(zero=False)))
     points = base.mark_point(filled=True, opacity=0.7).encode(
-        y=alt.Y("test_acc:Q"), tooltip=["trial_id:N", alt.Tooltip("test_acc:Q", format=".4f")])
+        y=alt.Y("test_acc:Q"), shape=alt.Shape("trained:N", title=None),
+        tooltip=["trial_id:N", alt.Tooltip("test_acc:Q", format=".4f"), "trained:N"])
     return alt.layer(line, points).properties(width=220, height=220).facet(
         column=alt.Column(**facet_header("data_fraction", "data fraction", fmt="~g", sort="descending")),
     ).properties(title=alt.TitleParams("Test accuracy against width and depth", subtitle=notes,
@@ -196,7 +199,7 @@ def _significance(res: Results, sides: list[pd.DataFrame]) -> tuple[dict, dict, 
         return {}, {}, f"not tested: {why}"
     n = int(diff["significant"].sum())
     return (dict(zip(diff["label"], diff["q"])), dict(zip(diff["label"], diff["significant"])),
-            f"solid bars: significant (Welch's t-test across seeds, Benjamini-Hochberg q < 0.05): {n} of {len(diff)}")
+            f"solid bars: significant (permutation test over seeds, Benjamini-Hochberg q < 0.05): {n} of {len(diff)}")
 
 
 # ------------------------------------------------------------------------------- registry

@@ -28,7 +28,7 @@ import torch
 
 from repsweep.analysis.gram import double_centre, pc1_fraction, shifted_grams, u_centre_
 from repsweep.analysis.pcview import PCView
-from repsweep.analysis.stream import stream_batches
+from repsweep.analysis.stream import batches, stream_batches
 from repsweep.models.interface import RepresentationModel
 
 logger = logging.getLogger(__name__)
@@ -330,8 +330,8 @@ def minibatch_cka(
     try:
         run_a, run_b = model_a.inference_copy(), model_b.inference_copy()
         with torch.inference_mode():
-            for idx in stream_batches(len(x), batch_size=batch_size, passes=passes, seed=seed):
-                batch = x[idx.to(x.device)].to(device)
+            stream = stream_batches(len(x), batch_size=batch_size, passes=passes, seed=seed)
+            for batch in batches(x, stream, device):
                 acc.update(run_a.forward_layers(batch), run_b.forward_layers(batch))
     finally:
         model_a.train(training[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from repsweep.analysis.stream import batches, in_order
 from repsweep.models.interface import RepresentationModel
 
 
@@ -20,7 +21,9 @@ from repsweep.models.interface import RepresentationModel
 def accuracy(model: RepresentationModel, x: torch.Tensor, y: torch.Tensor, batch: int = 1024) -> float:
     """Top-1 accuracy of `model` (eval mode) on examples x (N, ...) with labels y (N,)."""
     model.eval()
-    correct = sum(int((model(x[s:s + batch]).argmax(1) == y[s:s + batch]).sum()) for s in range(0, len(x), batch))
+    index_batches = in_order(len(x), batch)
+    correct = sum(int((model(xb).argmax(1) == y[idx.to(y.device)]).sum())
+                  for idx, xb in zip(index_batches, batches(x, index_batches), strict=True))
     return correct / len(x)
 
 

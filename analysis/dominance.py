@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from repsweep.analysis.blocks import span_contrast
 from repsweep.analysis.cka import CKAAccumulator
-from repsweep.analysis.stream import stream_batches
+from repsweep.analysis.stream import batches, stream_batches
 from repsweep.models.interface import RepresentationModel
 
 
@@ -73,17 +74,17 @@ def dominant_overlap(dominant: pd.DataFrame, blocks: pd.DataFrame, trials: pd.Da
 
 def block_cka_without(model: RepresentationModel, x: torch.Tensor, start: int, end: int, removed: list[int], *,
                       batch_size: int, passes: int, seed: int = 0) -> dict[str, float]:
-    """Mean within-model CKA inside layers start..end, and between them and the layers before,
-    on the probe set x with the examples `removed` left out (minibatch CKA as in the comparison).
+    """The block start..end's within-model CKA on the probe set x with the examples `removed` left out
+    (minibatch CKA as in the comparison): inside, before (with the layers before it) and outside and
+    contrast (`blocks.span_contrast`: with every hidden layer outside it; the logits left out).
     """
     keep = torch.from_numpy(np.setdiff1d(np.arange(len(x)), np.asarray(removed, dtype=np.int64)))
     probe = x[keep.to(x.device)]
     fast = model.inference_copy()
     acc = CKAAccumulator()
     with torch.inference_mode():
-        for idx in stream_batches(len(probe), batch_size=batch_size, passes=passes, seed=seed):
-            acc.update(fast.forward_layers(probe[idx.to(probe.device)])[:end + 1])
-    cka = acc.result().cka()  # (end + 1, end + 1)
-    inside = cka[start:end + 1, start:end + 1][~np.eye(end + 1 - start, dtype=bool)]
+        for batch in batches(probe, stream_batches(len(probe), batch_size=batch_size, passes=passes, seed=seed)):
+            acc.update(fast.forward_layers(batch))
+    cka = acc.result().cka()  # (L, L), the last layer the logits
     before = cka[start:end + 1, :start]
-    return {"inside": float(np.nanmean(inside)), "before": float(np.nanmean(before)) if start else float("nan")}
+    return {**span_contrast(cka, start, end), "before": float(np.nanmean(before)) if start else float("nan")}

@@ -1,215 +1,423 @@
-"""The study's six claims, each checked against this sweep's tables: its numbers and a verdict.
+"""The study's six claims, each measured as the paper measured it, over independent models, with a verdict.
 
 Nguyen, Raghu & Kornblith, "Do Wide and Deep Networks Learn the Same Things?" (ICLR 2021), and
 "On the Origins of the Block Structure Phenomenon in Neural Network Representations" (TMLR 2022):
 
-1. the block structure grows with width and with depth;
+1. the block structure grows with depth (a) and with width (b);
 2. it appears at smaller capacity when there is less data;
-3. the block's layers share a dominant first principal component, and the block fades with it removed;
+3. the block's layers share a dominant first principal component (a), and the block fades with
+   it removed (b);
 4. cross-seed CKA is high outside the block and low inside it;
-5. wide and deep models of similar accuracy disagree more than seeds do, per example and per class;
-6. the block rests on a few dominant datapoints, which differ between seeds.
+5. wide and deep models of similar accuracy make different errors, per example (a) and per class (b);
+6. the block rests on a few dominant datapoints (a), which differ between seeds (b).
 
-Each verdict is "holds", "does not hold" or "not testable" (with why: the grid lacks a second
-depth, seed, data fraction, or no model has a block). The criteria are stated in `why` with
-the numbers; the thresholds below are the module's, chosen so that a verdict needs an effect
-well beyond the minibatch estimator's noise (one shuffled pass is ~0.1 off the full-batch
-value; ten passes came within 0.02: DESIGN.md).
+Every part is one statistic over independent units, signed so that positive is what the claim
+says, summarised by `analysis/evidence.py` (mean, interval, n, verdict: holds, contradicted,
+inconclusive with what would resolve it, or not testable). The statistics, per unit:
+
+- 1, 2: a model's *late first-PC share* (mean first-PC share of variance over the last half of
+  its hidden layers, logits left out): DESIGN.md found it separates the regimes where a
+  threshold on runs of alike layers does not. 1a: per series of models equal in all but depth
+  (width, data fraction, seed), the deepest minus the shallowest; 1b the same across width.
+  2: per architecture and seed, the smallest data fraction minus all the data; the onset (the
+  smallest model with a block in half its seeds) per fraction is reported beside it, with
+  whether the grid has a smaller model for the onset to move to.
+- 3a: per model with a run of alike layers (analysis/blocks.py), first-PC share inside minus
+  outside. 3b: per model with a block carried by its first PC (`blocks.carried_by_pc1`), the
+  drop of the block's contrast (its distinctness, `blocks.span_contrast`) when each layer's
+  first PC is removed, against the same drop on the same relative layers of the models
+  without one (`pc1_removal` table); residual layers stay alike whatever is removed, so the
+  mean CKA inside a block is not the statistic (the paper's heatmaps lose the block's
+  distinctness, not its inner similarity).
+- 4: per configuration with a block in one of its seeds, over its seed pairs, cross-seed CKA of
+  the same layer in neither seed's block minus in either's (the logits left out).
+- 5a: the closest-in-accuracy deeper-narrower / wider-shallower pair: per-example disagreement
+  in excess of disjoint seed groups, its interval by bootstrap over test examples and its
+  p by a permutation test over seeds (analysis/errors.py). 5b: that pair's classes, each a
+  permutation test over seeds, Benjamini-Hochberg across classes.
+- 6a: per model with a block, the contrast without as many random examples minus the contrast
+  without its dominant ones (`dominant_removal`); 6b: per configuration, over its seed pairs,
+  `findings.same_sets` minus the Jaccard overlap of the two dominant sets.
+
+Trials that did not train (`trials.excluded`, analysis/quality.py) are left out, and claim 0
+says which. Settings: the spec's `findings` section (orchestrator/spec.py: FindingsSpec).
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from repsweep.analysis.blocks import CENTRAL_THRESHOLD
+from repsweep.analysis.evidence import (CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE, Evidence, combine,
+                                        difference_effect, mean_effect)
+from repsweep.orchestrator.spec import FindingsSpec
 
-INPUTS = ("blocks", "cka", "pc1_pairs", "example_disagreement", "class_diff", "dominant_removal", "dominant_overlap")
-HOLDS, FAILS, UNTESTABLE = "holds", "does not hold", "not testable"
-MARGIN = 0.2  # CKA or first-PC share: the smallest difference a verdict counts (10x the 10-pass noise)
-COS2_SHARED = 0.8  # mean squared cosine of block layers' first PCs that counts as "one shared PC"
-SIMILAR_ACCURACY = 0.01  # test accuracies within 1 percentage point are "similar"
-ALPHA = 0.05  # significance level of the error-pattern tests
-DIFFERENT_SETS = 0.5  # mean Jaccard below this: the seeds' dominant sets differ
-
-
-def _fmt(values: pd.Series) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in values.items())
-
-
-def _block_fraction(trials: pd.DataFrame, blocks: pd.DataFrame) -> pd.DataFrame:
-    """Per trial: the share of its layers in the block at the central threshold (0 without one)."""
-    central = blocks[blocks["threshold"] == CENTRAL_THRESHOLD].set_index("trial_id")
-    frac = central["fraction"].where(central["found"], 0.0)
-    return trials.assign(block=trials["trial_id"].map(frac)).dropna(subset=["block"])
+INPUTS = ("blocks", "cka", "pca", "pc1_pairs", "pc1_removal", "example_disagreement", "class_diff",
+          "dominant_removal", "dominant_overlap")
+TITLES = {
+    0: "The trials the findings rest on",
+    1: "The block structure grows with depth and with width",
+    2: "It appears at smaller capacity when there is less data",
+    3: "The block's layers share a dominant first principal component, and the block fades with it removed",
+    4: "Cross-seed CKA is high outside the block and low inside it",
+    5: "Wide and deep models of similar accuracy make different errors, per example and per class",
+    6: "The block rests on a few dominant datapoints, which differ between seeds",
+}
+NAN = float("nan")
 
 
-def _grows(trials: pd.DataFrame, blocks: pd.DataFrame) -> dict:
-    t = _block_fraction(trials, blocks)
-    t = t[t["data_fraction"] == t["data_fraction"].max()]
-    if t.empty:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "no within-model CKA yet"}
-    mean = t.groupby(["depth", "width", "arch"])["block"].mean().reset_index()
-    numbers = "block share of layers (all data): " + _fmt(mean.set_index("arch")["block"])
-    parts, verdicts = [], []
-    for axis, other in (("depth", "width"), ("width", "depth")):
-        if mean[axis].nunique() < 2:
-            parts.append(f"one {axis} only")
-            verdicts.append(None)
-            continue
-        ends = mean.sort_values(axis).groupby(other)["block"].agg(["first", "last"])
-        ends = ends[(ends["first"] > 0) | (ends["last"] > 0)] if axis == "width" else ends
-        grows = bool(len(ends)) and bool((ends["last"] > ends["first"]).all())
-        parts.append(f"{'grows' if grows else 'does not grow'} from the smallest to the largest {axis} "
-                     f"({'every' if grows else 'not every'} {other} with a block)")
-        verdicts.append(grows)
-    testable = [v for v in verdicts if v is not None]
-    verdict = UNTESTABLE if not testable else HOLDS if all(testable) and len(testable) == 2 else FAILS
-    if verdict == FAILS and len(testable) == 1 and testable[0]:
-        verdict = UNTESTABLE
-    return {"verdict": verdict, "numbers": numbers, "why": "; ".join(parts)}
+def _none(unit: str, why: str) -> Evidence:
+    return Evidence(NAN, NAN, NAN, 0, unit, UNTESTABLE, why)
 
 
-def _less_data(trials: pd.DataFrame, blocks: pd.DataFrame) -> dict:
-    t = _block_fraction(trials, blocks)
-    if t["data_fraction"].nunique() < 2:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "one data fraction only"}
-    cell = t.groupby(["data_fraction", "arch"]).agg(block=("block", "mean"), params=("params", "mean")).reset_index()
-    smallest = {}
-    for frac, rows in cell.groupby("data_fraction"):
-        with_block = rows[rows["block"] > 0].sort_values("params")
-        smallest[frac] = (with_block["arch"].iloc[0], with_block["params"].iloc[0]) if len(with_block) else None
-    lo, hi = min(smallest), max(smallest)
-    numbers = "; ".join(f"fraction {f:g}: smallest model with a block {s[0]} ({s[1]:,.0f} params)" if s else
-                        f"fraction {f:g}: no block" for f, s in sorted(smallest.items()))
-    if smallest[lo] is None:
-        return {"verdict": FAILS, "numbers": numbers, "why": f"no block at data fraction {lo:g}"}
-    if smallest[hi] is None or smallest[lo][1] < smallest[hi][1]:
-        return {"verdict": HOLDS, "numbers": numbers, "why": "a smaller model has a block with less data"}
-    return {"verdict": FAILS, "numbers": numbers, "why": "the smallest model with a block is no smaller with less data"}
+def _row(claim: int, part: str, statistic: str, ev: Evidence, numbers: str = "",
+         units: dict[str, float] | None = None, control: dict[str, float] | None = None) -> dict[str, Any]:
+    units, control = units or {}, control or {}
+    return {"claim": claim, "part": part, "title": TITLES[claim], "statistic": statistic, "effect": ev.effect,
+            "ci_low": ev.ci_low, "ci_high": ev.ci_high, "n": ev.n, "unit": ev.unit, "p": ev.p,
+            "verdict": ev.verdict, "numbers": numbers, "resolve": ev.resolve,
+            "units": list(units), "values": [float(v) for v in units.values()],
+            "control_units": list(control), "control_values": [float(v) for v in control.values()]}
 
 
-def _in_block(rows: pd.DataFrame, found: pd.DataFrame, col_a: str = "layer_a", col_b: str = "layer_b") -> pd.DataFrame:
-    """Rows of layer pairs whose layers both lie in trial_a's block (start, end), off the diagonal."""
-    rows = rows.merge(found[["trial_id", "start", "end"]], left_on="trial_a", right_on="trial_id")
-    inside = rows[col_a].between(rows["start"], rows["end"]) & rows[col_b].between(rows["start"], rows["end"])
-    return rows[inside & (rows[col_a] != rows[col_b])]
+def _fmt(values: pd.Series, digits: int = 2) -> str:
+    return ", ".join(f"{k} {v:.{digits}f}" for k, v in values.items())
 
 
-def _shared_pc(found: pd.DataFrame, pc1_pairs: pd.DataFrame, cka: pd.DataFrame) -> dict:
-    if found.empty:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "no model has a block"}
-    within = pc1_pairs[pc1_pairs["trial_a"] == pc1_pairs["trial_b"]]
-    pcs = _in_block(within, found)
-    kept = _in_block(cka[cka["trial_a"] == cka["trial_b"]], found)
-    share_in, share_out = found["pc1_inside"].mean(), found["pc1_outside"].mean()
-    cos2, with_pc1, without = pcs["pc1_cos2"].mean(), kept["cka"].mean(), pcs["cka_without_pc1"].mean()
-    numbers = (f"{len(found)} models with a block: first-PC share {share_in:.2f} inside vs {share_out:.2f} outside; "
-               f"PC1 cos^2 between block layers {cos2:.2f}; block CKA {with_pc1:.2f}, with PC1 removed {without:.2f}")
-    shared = share_in - share_out >= MARGIN and cos2 >= COS2_SHARED
-    fades = with_pc1 - without >= MARGIN
-    why = (f"{'shared' if shared else 'not shared'} (share +{MARGIN} and cos^2 >= {COS2_SHARED} needed); "
-           f"{'fades' if fades else 'does not fade'} without PC1 (a drop >= {MARGIN} needed)")
-    return {"verdict": HOLDS if shared and fades else FAILS, "numbers": numbers, "why": why}
+# ------------------------------------------------------------------ per-model statistics
+
+def _models(trials: pd.DataFrame, pca: pd.DataFrame, blocks: pd.DataFrame, s: FindingsSpec) -> pd.DataFrame:
+    """Kept trials with late_pc1 (late first-PC share), run (a run found) and block (carried by PC1)."""
+    late = {}
+    for tid, rows in pca.groupby("trial_id"):
+        hidden = rows["layer"].max()  # the last layer is the logits: hidden layers are 0..L-2
+        late[tid] = rows.loc[rows["layer"].between(hidden // 2, hidden - 1), "pc1_fraction"].mean()
+    central = blocks[blocks["threshold"] == s.block_threshold].set_index("trial_id")
+    out = trials.assign(late_pc1=trials["trial_id"].map(late),
+                        run=trials["trial_id"].map(central["found"]).astype("boolean").fillna(False).astype(bool),
+                        block=trials["trial_id"].map(central["carried_by_pc1"]).astype("boolean").fillna(False)
+                        .astype(bool))
+    out["block_share"] = np.where(out["block"], out["trial_id"].map(central["fraction"]), 0.0)
+    return out
 
 
-def _cross_seed(found: pd.DataFrame, trials: pd.DataFrame, cka: pd.DataFrame) -> dict:
-    if trials.groupby(["arch", "data_fraction"])["seed"].nunique().max() < 2:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "one seed per configuration"}
-    if found.empty:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "no model has a block"}
-    config = trials.set_index("trial_id")[["arch", "data_fraction"]].apply(tuple, axis=1)
-    pairs = cka[(cka["trial_a"] != cka["trial_b"]) & (cka["layer_a"] == cka["layer_b"])]
-    pairs = pairs[pairs["trial_a"].map(config).eq(pairs["trial_b"].map(config))]  # same layer, other seed
-    both = pd.concat([pairs, pairs.rename(columns={"trial_a": "trial_b", "trial_b": "trial_a"})])
-    rows = both.merge(found[["trial_id", "start", "end"]], left_on="trial_a", right_on="trial_id")
-    if rows.empty:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "no cross-seed CKA of a model with a block"}
-    inside = rows["layer_a"].between(rows["start"], rows["end"])
-    cin, cout = rows.loc[inside, "cka"].mean(), rows.loc[~inside, "cka"].mean()
-    numbers = f"cross-seed CKA of the same layer: {cin:.2f} inside the block, {cout:.2f} outside"
-    holds = cout - cin >= MARGIN
-    return {"verdict": HOLDS if holds else FAILS, "numbers": numbers,
-            "why": f"outside must exceed inside by {MARGIN}: {'it does' if holds else 'it does not'}"}
+def _blocks_of(models: pd.DataFrame, blocks: pd.DataFrame, column: str, s: FindingsSpec) -> pd.DataFrame:
+    """The rows at findings.block_threshold of the models whose `column` (run or block) is True."""
+    central = blocks[blocks["threshold"] == s.block_threshold]
+    return central[central["trial_id"].isin(models.loc[models[column], "trial_id"])]
 
 
-def _wide_vs_deep(trials: pd.DataFrame, example: pd.DataFrame, classes: pd.DataFrame) -> dict:
-    arch = trials.groupby(["arch", "data_fraction"]).agg(depth=("depth", "first"), width=("width", "first"),
+# ------------------------------------------------------------------------- claims 1, 2
+
+def _axis_series(models: pd.DataFrame, axis: str, s: FindingsSpec) -> tuple[Evidence, dict[str, float]]:
+    """Per series equal in every axis but `axis`: late_pc1 of its largest value minus its smallest."""
+    others = [a for a in ("depth", "width", "data_fraction", "seed") if a != axis]
+    units = {}
+    for (*_, frac, seed), g in models.dropna(subset=["late_pc1"]).groupby(others):
+        if g[axis].nunique() >= 2:
+            g = g.sort_values(axis)
+            lo, hi = g.iloc[0], g.iloc[-1]
+            units[f"{hi['arch']} - {lo['arch']} f{frac:g} s{seed}"] = hi["late_pc1"] - lo["late_pc1"]
+    if not units:
+        return _none("model pairs", f"the grid has one {axis}" if models[axis].nunique() < 2 else
+                     f"no two finished models differ in {axis} alone"), units
+    return mean_effect(np.array(list(units.values())), unit="model pairs", confidence=s.confidence,
+                       power=s.power), units
+
+
+def _grows(models: pd.DataFrame, s: FindingsSpec) -> list[dict]:
+    full = models[models["data_fraction"] == models["data_fraction"].max()]
+    by_arch = full.groupby("arch", sort=False)
+    numbers = (f"all data, mean over seeds: late first-PC share {_fmt(by_arch['late_pc1'].mean())}; "
+               f"block share of layers {_fmt(by_arch['block_share'].mean())}")
+    rows = []
+    for part, axis in (("a", "depth"), ("b", "width")):
+        ev, units = _axis_series(models, axis, s)
+        rows.append(_row(1, part, f"late first-PC share, largest minus smallest {axis} (others equal)", ev,
+                         numbers if part == "a" else "", units))
+    return rows
+
+
+def _onset(models: pd.DataFrame) -> str:
+    """The smallest model (by parameters) with a block in at least half its seeds, per data fraction."""
+    cells = models.groupby(["data_fraction", "arch"]).agg(rate=("block", "mean"), params=("params", "mean"))
+    smallest = models.groupby("arch")["params"].mean().idxmin()
+    parts = []
+    for frac, rows in cells.groupby(level="data_fraction", sort=False):
+        with_block = rows[rows["rate"] >= 0.5].sort_values("params")
+        parts.append((frac, with_block.index[0][1] if len(with_block) else None))
+    parts.sort(key=lambda p: -p[0])
+    text = "; ".join(f"fraction {f:g}: {a or 'none'}" for f, a in parts)
+    full_onset = parts[0][1]
+    if full_onset == smallest:
+        text += f" (with all data the onset is already the grid's smallest model, {smallest}: it cannot move lower)"
+    return "onset, the smallest model with a block in half its seeds: " + text
+
+
+def _less_data(models: pd.DataFrame, s: FindingsSpec) -> list[dict]:
+    stat = "late first-PC share, smallest data fraction minus all the data (same architecture and seed)"
+    fractions = sorted(models["data_fraction"].unique())
+    if len(fractions) < 2:
+        return [_row(2, "", stat, _none("model pairs", "the grid has one data fraction"))]
+    lo, hi = fractions[0], fractions[-1]
+    units = {}
+    for (arch, seed), g in models.dropna(subset=["late_pc1"]).groupby(["arch", "seed"]):
+        by_frac = g.set_index("data_fraction")["late_pc1"]
+        if lo in by_frac and hi in by_frac:
+            units[f"{arch} s{seed} f{lo:g} - f{hi:g}"] = by_frac[lo] - by_frac[hi]
+    by_frac = models.groupby("data_fraction")
+    numbers = (f"mean over models per fraction: late first-PC share {_fmt(by_frac['late_pc1'].mean())}; "
+               f"block share {_fmt(by_frac['block_share'].mean())}; {_onset(models)}")
+    ev = (mean_effect(np.array(list(units.values())), unit="model pairs", confidence=s.confidence, power=s.power)
+          if units else _none("model pairs", "no architecture and seed trained at both fractions"))
+    return [_row(2, "", stat, ev, numbers, units)]
+
+
+# --------------------------------------------------------------------------- claim 3
+
+def _shared_pc(models: pd.DataFrame, blocks: pd.DataFrame, pc1_pairs: pd.DataFrame,
+               removal: pd.DataFrame, s: FindingsSpec) -> list[dict]:
+    runs = _blocks_of(models, blocks, "run", s)
+    stat_a = "first-PC share inside the run of alike layers minus outside it, per model"
+    if runs.empty:
+        return [_row(3, "a", stat_a, _none("models", "no model has a run of alike layers")),
+                _row(3, "b", "drop of the block's contrast with PC1 removed", _none("models", "no model has a block"))]
+    units_a = dict(zip(runs["trial_id"], runs["pc1_inside"] - runs["pc1_outside"]))
+    ev_a = mean_effect(np.array(list(units_a.values())), unit="models", confidence=s.confidence, power=s.power)
+    pc_blocks = _blocks_of(models, blocks, "block", s)
+    within = pc1_pairs[(pc1_pairs["trial_a"] == pc1_pairs["trial_b"]) & (pc1_pairs["layer_a"] != pc1_pairs["layer_b"])]
+    inner = within.merge(pc_blocks[["trial_id", "start", "end"]], left_on="trial_a", right_on="trial_id")
+    inner = inner[inner["layer_a"].between(inner["start"], inner["end"]) & inner["layer_b"].between(inner["start"],
+                                                                                                     inner["end"])]
+    numbers_a = (f"{len(runs)} models with a run, {len(pc_blocks)} of them carried by a first PC with share >= "
+                 f"{s.dominant_pc1:g} (blocks): share {runs['pc1_inside'].mean():.2f} inside vs "
+                 f"{runs['pc1_outside'].mean():.2f} outside")
+    if len(inner):
+        numbers_a += f"; PC1 cos^2 between a block's layers {inner['pc1_cos2'].mean():.2f}"
+    rows = [_row(3, "a", stat_a, ev_a, numbers_a, units_a)]
+
+    stat_b = "drop of the block's contrast with each layer's PC1 removed, blocks minus controls (models without one)"
+    kept = removal[removal["trial_id"].isin(models["trial_id"])]
+    is_block = kept["trial_id"].isin(pc_blocks["trial_id"]) & (kept["role"] == "block")
+    b, c = kept[is_block], kept[~is_block & (kept["role"] == "control")]
+    block_units = dict(zip(b["trial_id"], b["contrast"] - b["contrast_without_pc1"]))
+    control_units = dict(zip(c["trial_id"], c["contrast"] - c["contrast_without_pc1"]))
+    if not block_units:
+        return rows + [_row(3, "b", stat_b, _none("models", f"no model has a block (first-PC share >= "
+                                                             f"{s.dominant_pc1:g} inside a run)"))]
+    numbers_b = (f"contrast in {len(b)} blocks {b['contrast'].mean():.2f} -> {b['contrast_without_pc1'].mean():.2f} "
+                 f"without PC1 (inside {b['inside'].mean():.2f} -> {b['inside_without_pc1'].mean():.2f}, outside "
+                 f"{b['outside'].mean():.2f} -> {b['outside_without_pc1'].mean():.2f})")
+    if len(control_units) >= 2:
+        numbers_b += (f"; in {len(c)} controls {c['contrast'].mean():.2f} -> {c['contrast_without_pc1'].mean():.2f}")
+        ev_b = difference_effect(np.array(list(block_units.values())), np.array(list(control_units.values())),
+                                 unit="models", confidence=s.confidence, power=s.power)
+    else:
+        numbers_b += "; under 2 models without a block to control with: the drop is tested against 0"
+        stat_b = "drop of the block's contrast with each layer's PC1 removed, per model with a block"
+        ev_b = mean_effect(np.array(list(block_units.values())), unit="models", confidence=s.confidence,
+                           power=s.power)
+    return rows + [_row(3, "b", stat_b, ev_b, numbers_b, block_units, control_units)]
+
+
+# --------------------------------------------------------------------------- claim 4
+
+def _cross_seed(models: pd.DataFrame, blocks: pd.DataFrame, cka: pd.DataFrame, s: FindingsSpec) -> list[dict]:
+    stat = "cross-seed CKA of the same layer, in neither seed's block minus in either's, per configuration"
+    if models.groupby(["arch", "data_fraction"])["seed"].nunique().max() < 2:
+        return [_row(4, "", stat, _none("configurations", "one seed per configuration"))]
+    spans = _blocks_of(models, blocks, "block", s).set_index("trial_id")[["start", "end"]]
+    if spans.empty:
+        return [_row(4, "", stat, _none("configurations", "no model has a block"))]
+    config = models.set_index("trial_id")[["arch", "data_fraction"]].apply(tuple, axis=1)
+    pairs = cka[(cka["trial_a"] != cka["trial_b"]) & (cka["layer_a"] == cka["layer_b"])
+                & cka["trial_a"].isin(config.index) & cka["trial_b"].isin(config.index)]
+    pairs = pairs[pairs["trial_a"].map(config) == pairs["trial_b"].map(config)]
+    last = cka[cka["trial_a"] == cka["trial_b"]].groupby("trial_a")["layer_a"].max()  # the logits
+    units, inside_all, outside_all = {}, [], []
+    for key, g in pairs.groupby(pairs["trial_a"].map(config)):
+        per_pair = []
+        for (a, b), rows in g.groupby(["trial_a", "trial_b"]):
+            if a not in spans.index and b not in spans.index:
+                continue
+            rows = rows[rows["layer_a"] < last.get(a, np.inf)]
+            either = np.zeros(len(rows), dtype=bool)
+            for t in (a, b):
+                if t in spans.index:
+                    either |= rows["layer_a"].between(spans.loc[t, "start"], spans.loc[t, "end"]).to_numpy()
+            if either.any() and (~either).any():
+                cin, cout = rows["cka"][either].mean(), rows["cka"][~either].mean()
+                per_pair.append(cout - cin)
+                inside_all.append(cin)
+                outside_all.append(cout)
+        if per_pair:
+            units[f"{key[0]} f{key[1]:g}"] = float(np.mean(per_pair))
+    if not units:
+        return [_row(4, "", stat, _none("configurations", "no cross-seed CKA of a model with a block"))]
+    numbers = (f"mean over seed pairs: {np.mean(inside_all):.2f} inside either block, {np.mean(outside_all):.2f} "
+               f"in neither ({len(inside_all)} seed pairs)")
+    ev = mean_effect(np.array(list(units.values())), unit="configurations", confidence=s.confidence, power=s.power)
+    return [_row(4, "", stat, ev, numbers, units)]
+
+
+# --------------------------------------------------------------------------- claim 5
+
+def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataFrame, s: FindingsSpec) -> list[dict]:
+    stat_a = "per-example disagreement in excess of disjoint seed groups (closest-in-accuracy wide/deep pair)"
+    stat_b = "classes whose accuracy differs (permutation test over seeds, Benjamini-Hochberg q)"
+    alpha = 1 - s.confidence
+    arch = models.groupby(["arch", "data_fraction"]).agg(depth=("depth", "first"), width=("width", "first"),
                                                         acc=("test_acc", "mean"))
     pairs = example.copy()
     for side in ("a", "b"):
         keys = list(zip(pairs[f"arch_{side}"], pairs["data_fraction"]))
         for col in ("depth", "width", "acc"):
             pairs[f"{col}_{side}"] = arch[col].reindex(keys).to_numpy()
-    opposite = np.sign(pairs["depth_a"] - pairs["depth_b"]) * np.sign(pairs["width_a"] - pairs["width_b"]) < 0
-    pairs["gap"] = (pairs["acc_a"] - pairs["acc_b"]).abs()
-    pairs = pairs[opposite]
+    pairs = pairs[np.sign(pairs["depth_a"] - pairs["depth_b"]) * np.sign(pairs["width_a"] - pairs["width_b"]) < 0]
     if pairs.empty:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "no pair of a deeper-narrower and a wider-shallower model"}
+        why = "no pair of a deeper-narrower and a wider-shallower model"
+        return [_row(5, "a", stat_a, _none("seeds", why)), _row(5, "b", stat_b, _none("seeds", why))]
     if not pairs["testable"].any():
-        return {"verdict": UNTESTABLE, "numbers": "", "why": pairs["reason"].dropna().iloc[0]}
-    pairs = pairs[pairs["testable"]]
-    similar = pairs[pairs["gap"] <= SIMILAR_ACCURACY]
-    chosen = similar if len(similar) else pairs.nsmallest(1, "gap")
-    note = "" if len(similar) else f" (none within {SIMILAR_ACCURACY:.0%}: the closest, {chosen['gap'].iloc[0]:.1%} apart)"
-    more = (chosen["excess"] > 0) & (chosen["p"] < ALPHA)
-    cd = classes.merge(chosen[["arch_a", "arch_b", "data_fraction"]])
-    n_sig, n_cls = int(cd["significant"].sum()), len(cd)
-    numbers = (f"{len(chosen)} wide/deep pairs{note}: per-example disagreement {chosen['between'].mean():.3f} vs "
-               f"seed baseline {chosen['baseline'].mean():.3f} ({int(more.sum())} of {len(chosen)} above it, "
-               f"p < {ALPHA}); classes with a significant accuracy difference (BH q < {ALPHA}): {n_sig} of {n_cls}")
-    holds = bool(more.all()) and n_sig > 0
-    why = ("per example and per class" if holds else
-           "not per example" if not more.all() else "per example but no class differs significantly")
-    return {"verdict": HOLDS if holds else FAILS, "numbers": numbers, "why": why}
+        why = str(pairs["reason"].dropna().iloc[0])
+        return [_row(5, "a", stat_a, _none("seeds", why)), _row(5, "b", stat_b, _none("seeds", why))]
+    pairs = pairs[pairs["testable"]].assign(gap=lambda d: (d["acc_a"] - d["acc_b"]).abs(),
+                                            seeds=lambda d: d["n_seeds_a"] + d["n_seeds_b"])
+    similar = pairs[pairs["gap"] <= s.similar_accuracy]
+    pick = (similar if len(similar) else pairs).sort_values(["seeds", "gap"], ascending=[False, True]).iloc[0]
+    name = f"{pick['arch_a']} vs {pick['arch_b']} f{pick['data_fraction']:g}"
+    note = (f"{len(similar)} pairs within {s.similar_accuracy:g} accuracy" if len(similar) else
+            f"none within {s.similar_accuracy:g} accuracy: the closest, {pick['gap']:.3f} apart")
+    n_a, n_b, seeds = int(pick["n_seeds_a"]), int(pick["n_seeds_b"]), int(pick["seeds"])
+    low, high, p, min_p = (float(pick[c]) for c in ("ci_low", "ci_high", "p", "min_p"))
+    if high < 0:
+        v = CONTRADICTED
+    elif low > 0 and p < alpha:
+        v = HOLDS
+    else:
+        v = INCONCLUSIVE
+    more = _seeds_for(alpha)
+    resolve = "" if v != INCONCLUSIVE else (
+        f"with {n_a} and {n_b} seeds the permutation test over seeds cannot reach p < {alpha:g} (smallest p "
+        f"{min_p:.2f}); {more} seeds per configuration can" if min_p >= alpha else
+        f"p = {p:.2f} over {seeds} seeds and the interval over {int(pick['n_examples'])} test examples "
+        f"[{low:+.4f}, {high:+.4f}]: more seeds per configuration, or more test examples")
+    ev_a = Evidence(float(pick["excess"]), low, high, seeds, "seeds", v, resolve, p)
+    numbers_a = (f"{name} ({note}; test accuracy {pick['acc_a']:.3f} and {pick['acc_b']:.3f}): disagreement "
+                 f"{pick['between']:.4f} against seed baseline {pick['baseline']:.4f}, p = {p:.3f} (permutation "
+                 f"over {n_a} + {n_b} seeds), interval over {int(pick['n_examples'])} test examples")
+    rows = [_row(5, "a", stat_a, ev_a, numbers_a, {name: float(pick["excess"])})]
+
+    cd = classes[(classes["arch_a"] == pick["arch_a"]) & (classes["arch_b"] == pick["arch_b"])
+                 & (classes["data_fraction"] == pick["data_fraction"]) & classes["testable"]]
+    if cd.empty:
+        return rows + [_row(5, "b", stat_b, _none("seeds", f"no testable class for {name}"))]
+    sig = cd[cd["q"] < alpha]
+    top = cd.loc[cd["difference"].abs().idxmax()]
+    class_min_p = float(cd["min_p"].min())
+    v = HOLDS if len(sig) else INCONCLUSIVE  # no class below q is not shown to be equal
+    resolve = "" if len(sig) else (
+        f"with {n_a} and {n_b} seeds no class test can reach p < {alpha:g} (smallest p {class_min_p:.2f}); "
+        f"{more} seeds per configuration can" if class_min_p >= alpha else
+        f"no class at q < {alpha:g}: more seeds per configuration")
+    ev_b = Evidence(float(len(sig)), NAN, NAN, seeds, "seeds", v, resolve)
+    numbers_b = (f"{len(sig)} of {len(cd)} classes at q < {alpha:g}; largest difference class {int(top['label'])}: "
+                 f"{top['mean_a']:.3f} vs {top['mean_b']:.3f} (p {top['p']:.2f}, q {top['q']:.2f})")
+    return rows + [_row(5, "b", stat_b, ev_b, numbers_b, dict(zip(cd["label"].astype(str), cd["difference"])))]
 
 
-def _dominant(removal: pd.DataFrame, overlap: pd.DataFrame) -> dict:
-    if removal.empty:
-        return {"verdict": UNTESTABLE, "numbers": "", "why": "no model has a block"}
-    full, dom, rnd = (removal[c].mean() for c in ("inside", "inside_without_dominant", "inside_without_random"))
-    n = int(removal["n_removed"].max())
-    numbers = (f"{len(removal)} blocks: CKA inside {full:.2f}, without the {n} dominant examples {dom:.2f}, "
-               f"without {n} random ones {rnd:.2f}")
-    rests = rnd - dom >= MARGIN
+def _seeds_for(alpha: float) -> int:
+    """Seeds per configuration at which an exact two-group permutation test can reach p < alpha: 2/C(2s, s) < alpha."""
+    s = 2
+    while 2 / math.comb(2 * s, s) >= alpha:
+        s += 1
+    return s
+
+
+# --------------------------------------------------------------------------- claim 6
+
+def _dominant(models: pd.DataFrame, removal: pd.DataFrame, overlap: pd.DataFrame, s: FindingsSpec) -> list[dict]:
+    stat_a = "block contrast without as many random examples minus without the dominant ones, per model"
+    stat_b = f"findings.same_sets ({s.same_sets:g}) minus the Jaccard overlap of two seeds' dominant sets, per configuration"
+    blocks = set(models.loc[models["block"], "trial_id"])
+    r = removal[removal["trial_id"].isin(blocks)].set_index("trial_id")
+    if r.empty:
+        why = "no model has a block"
+        return [_row(6, "a", stat_a, _none("models", why)), _row(6, "b", stat_b, _none("configurations", why))]
+    contrast = {k: r[f"inside{k}"] - r[f"outside{k}"] for k in ("", "_without_dominant", "_without_random")}
+    units_a = (contrast["_without_random"] - contrast["_without_dominant"]).to_dict()
+    n = int(r["n_removed"].max())
+    numbers_a = (f"{len(r)} blocks: contrast {contrast[''].mean():.2f}, without the {n} dominant examples "
+                 f"{contrast['_without_dominant'].mean():.2f}, without {n} random ones "
+                 f"{contrast['_without_random'].mean():.2f} (inside {r['inside'].mean():.2f}, "
+                 f"{r['inside_without_dominant'].mean():.2f}, {r['inside_without_random'].mean():.2f})")
+    ev_a = mean_effect(np.array(list(units_a.values())), unit="models", confidence=s.confidence, power=s.power)
+    rows = [_row(6, "a", stat_a, ev_a, numbers_a, units_a)]
     if overlap.empty:
-        return {"verdict": UNTESTABLE if rests else FAILS, "numbers": numbers,
-                "why": ("the block rests on them; " if rests else "the block does not rest on them; ")
-                + "no two seeds of a configuration both have a block to compare their sets"}
-    jac = overlap["jaccard"].mean()
-    numbers += f"; Jaccard overlap of two seeds' dominant sets {jac:.2f} ({len(overlap)} seed pairs)"
-    differ = jac < DIFFERENT_SETS
-    why = (f"{'rests' if rests else 'does not rest'} on them (random removal must keep {MARGIN} more CKA); "
-           f"the sets {'differ' if differ else 'agree'} between seeds (Jaccard < {DIFFERENT_SETS} to differ)")
-    return {"verdict": HOLDS if rests and differ else FAILS, "numbers": numbers, "why": why}
+        return rows + [_row(6, "b", stat_b, _none("configurations", "no two seeds of a configuration both have a block"))]
+    per_config = overlap.groupby(["arch", "data_fraction"])["jaccard"].mean()
+    units_b = {f"{a} f{f:g}": s.same_sets - j for (a, f), j in per_config.items()}
+    numbers_b = f"Jaccard {overlap['jaccard'].mean():.2f} over {len(overlap)} seed pairs in {len(per_config)} configurations"
+    ev_b = mean_effect(np.array(list(units_b.values())), unit="configurations", confidence=s.confidence, power=s.power)
+    return rows + [_row(6, "b", stat_b, ev_b, numbers_b, units_b)]
 
 
-TITLES = {
-    1: "The block structure grows with width and with depth",
-    2: "It appears at smaller capacity when there is less data",
-    3: "The block's layers share a dominant first principal component, and the block fades with it removed",
-    4: "Cross-seed CKA is high outside the block and low inside it",
-    5: "Wide and deep models of similar accuracy disagree more than seeds do, per example and per class",
-    6: "The block rests on a few dominant datapoints, which differ between seeds",
-}
+# ------------------------------------------------------------------------------ all
+
+def _trials_row(trials: pd.DataFrame, kept: pd.DataFrame) -> dict:
+    out = trials[~trials["trial_id"].isin(kept["trial_id"])]
+    numbers = f"{len(kept)} of {len(trials)} finished trials"
+    if len(out):
+        numbers += "; left out, did not train: " + "; ".join(
+            f"{r.trial_id} ({r.exclusion_reason})" for r in out.itertuples())
+    ev = Evidence(NAN, NAN, NAN, len(kept), "trials", "")
+    return _row(0, "", "finished trials that trained (analysis/quality.py)", ev, numbers, {})
 
 
-def findings(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per claim: claim, title, verdict, numbers, why. `tables` holds INPUTS and `trials`
-    (finished trials only)."""
-    trials, blocks = tables["trials"], tables["blocks"]
-    central = blocks[(blocks["threshold"] == CENTRAL_THRESHOLD) & blocks["found"]]
-    found = central[central["trial_id"].isin(trials["trial_id"])]
-    results = {
-        1: _grows(trials, blocks), 2: _less_data(trials, blocks),
-        3: _shared_pc(found, tables["pc1_pairs"], tables["cka"]), 4: _cross_seed(found, trials, tables["cka"]),
-        5: _wide_vs_deep(trials, tables["example_disagreement"], tables["class_diff"]),
-        6: _dominant(tables["dominant_removal"], tables["dominant_overlap"]),
-    }
-    return pd.DataFrame([{"claim": k, "title": TITLES[k], **v} for k, v in results.items()])
+def findings(tables: dict[str, pd.DataFrame], settings: FindingsSpec | None = None) -> pd.DataFrame:
+    """One row per part of each claim (the `findings` table's columns, analysis/schemas.py).
+
+    `tables` holds INPUTS and `trials` (finished trials, with `excluded` where the comparison set it).
+    """
+    s = settings or FindingsSpec()
+    trials = tables["trials"]
+    excluded = trials["excluded"].astype("boolean").fillna(False).astype(bool) if "excluded" in trials else False
+    kept = trials[~excluded] if "excluded" in trials else trials
+    models = _models(kept, tables["pca"], tables["blocks"], s)
+    rows = [_trials_row(trials, kept), *_grows(models, s), *_less_data(models, s),
+            *_shared_pc(models, tables["blocks"], tables["pc1_pairs"], tables["pc1_removal"], s),
+            *_cross_seed(models, tables["blocks"], tables["cka"], s),
+            *_wide_vs_deep(models, tables["example_disagreement"], tables["class_diff"], s),
+            *_dominant(models, tables["dominant_removal"], tables["dominant_overlap"], s)]
+    frame = pd.DataFrame(rows)
+    claim_verdict = {c: ("" if c == 0 else combine(list(g["verdict"]))) for c, g in frame.groupby("claim")}
+    return frame.assign(claim_verdict=frame["claim"].map(claim_verdict), confidence=s.confidence)
 
 
 def lines(frame: pd.DataFrame) -> list[str]:
-    """The findings as plain sentences, one per claim (what `repsweep findings` prints)."""
-    return [f"({r.claim}) {r.title}: {r.verdict.upper()}. {r.numbers}{'; ' if r.numbers else ''}{r.why}."
-            for r in frame.itertuples()]
+    """The findings as plain sentences (what `repsweep findings` prints): per claim its verdict, then
+    each part's effect, interval, n and verdict, its numbers and what would resolve it."""
+    out = []
+    for claim, g in frame.sort_values(["claim", "part"]).groupby("claim"):
+        first = g.iloc[0]
+        if claim == 0:
+            out.append(f"Trials: {first['numbers']}.")
+            continue
+        out.append(f"({claim}) {first['title']}: {first['claim_verdict'].upper()}.")
+        for r in g.itertuples():
+            label = f"({claim}{r.part})" if r.part else f"({claim})"
+            if r.verdict == UNTESTABLE:
+                out.append(f"    {label} {r.statistic}: not testable: {r.resolve}.")
+                continue
+            interval = (f", {r.confidence:.0%} CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+                        if np.isfinite(r.ci_low) else "")
+            p = f", p = {r.p:.3f}" if np.isfinite(r.p) else ""
+            text = f"    {label} {r.statistic}: {r.effect:+.3f}{interval}{p}, n = {r.n} {r.unit}: {r.verdict}."
+            if r.numbers:
+                text += f" {r.numbers}."
+            if r.resolve:
+                text += f" To resolve: {r.resolve}."
+            out.append(text)
+    return out

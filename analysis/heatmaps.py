@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from repsweep.analysis.chartkit import CKA_SCALE, MAX_PANELS, MAX_ROWS, PANEL_PX, choose, done_trials, facet_header
+from repsweep.analysis.chartkit import (CKA_SCALE, MAX_PANELS, MAX_ROWS, PANEL_PX, choose, done_trials, excluded_note,
+                                        facet_header)
 from repsweep.analysis.query import Results
 from repsweep.analysis.schemas import TableError
 
@@ -92,6 +93,7 @@ def _heatmap_data(res: Results, pairs: pd.DataFrame, values: str = "cka") -> tup
     undefined = int(cells["cka"].isna().sum())
     if undefined:
         notes.append(f"{undefined} blank cells: CKA undefined (a constant layer)")
+    notes += excluded_note(done_trials(res), set(pairs["trial_a"]) | set(pairs["trial_b"]))
     return cells, notes
 
 
@@ -220,8 +222,19 @@ def cross_arch(res: Results, *, data_fraction: float | None = None, seed: int | 
     rank = {k: i for i, k in enumerate(sorted({*arch_a, *arch_b}))}
     chosen = pd.DataFrame({"trial_a": pairs["trial_a"], "trial_b": pairs["trial_b"],
                            "rank_a": [rank[k] for k in arch_a], "rank_b": [rank[k] for k in arch_b]})
-    cells, notes = _heatmap_data(res, chosen.sort_values(["rank_a", "rank_b"]))
-    notes.insert(0, "linear CKA between every layer of the column's model and every layer of the row's")
+    by_trial = dict(zip(chosen["trial_a"], chosen["rank_a"])) | dict(zip(chosen["trial_b"], chosen["rank_b"]))
+    selves = set(res.sql("SELECT DISTINCT trial_a FROM cka WHERE trial_a = trial_b")["trial_a"]) & set(by_trial)
+    diagonal = pd.DataFrame({"trial_a": sorted(selves), "trial_b": sorted(selves),
+                             "rank_a": [by_trial[t] for t in sorted(selves)], "rank_b": [by_trial[t] for t in sorted(selves)]})
+    cells, notes = _heatmap_data(res, pd.concat([chosen, diagonal]).sort_values(["rank_a", "rank_b"]))
+    # every panel drawn, none empty: the lower triangle mirrored (its heatmaps transposed) above it
+    swapped = {f"{c}_a": f"{c}_b" for c in ("trial", "rank", "layer", "layer")} | {"layer_a_end": "layer_b_end",
+                                                                                     "layers_a": "layers_b"}
+    swapped |= {b: a for a, b in swapped.items()}
+    mirror = cells[cells["rank_a"] != cells["rank_b"]].rename(columns=swapped)
+    cells = pd.concat([cells, mirror], ignore_index=True)
+    notes.insert(0, "linear CKA between every layer of the column's model and every layer of the row's "
+                    "(the panels above the diagonal mirror those below; the diagonal: each model with itself)")
     # facet on the ranks, labelled by name: a sort by another field would misplace empty cells
     label = dict(zip(zip(trials["depth"], trials["width"]), trials["arch"]))
     names = json.dumps([label[k] for k in sorted(rank)])

@@ -40,6 +40,7 @@ from urllib.parse import SplitResult, urlsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from repsweep.analysis.location import SETTINGS, Location
 from repsweep.analysis.schemas import TableError
 
 PROBE_DEADLINE_S = 8.0  # the longest an open waits for a store to answer, whatever hangs
@@ -50,33 +51,21 @@ GCS_RETRY_S = 60.0  # the sweep's requests retry transient errors this long (the
 T = TypeVar("T")
 
 
-def open_bucket(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and the path inside it (`bucket/prefix`) of an s3:// or gs:// URI.
+def open_bucket(location: Location) -> pafs.FileSystem:
+    """The filesystem of a bucket Location (s3, gs); paths in it are `location.path` (bucket/prefix).
 
     Raises TableError, one line naming the URI and what to set, when the bucket cannot be
     used; returns within about PROBE_DEADLINE_S seconds.
     """
-    parts = urlsplit(uri)
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        shown = uri.replace(parts.netloc, "***@" + parts.netloc.rsplit("@", 1)[-1]) if "@" in parts.netloc else uri
-        raise TableError(f"storage '{shown}': put no options or credentials in the URI (it is saved with the "
-                         f"sweep); use {parts.scheme}://bucket/prefix and set them in the environment "
-                         f"({_SETTINGS[parts.scheme]})")
-    if not parts.netloc:
-        raise TableError(f"storage '{uri}': no bucket; use {parts.scheme}://bucket/prefix")
-    bucket = parts.netloc
-    store = _S3(uri, bucket, os.environ) if parts.scheme == "s3" else _Gcs(uri, bucket, os.environ)
+    uri, bucket = location.uri, location.path.split("/", 1)[0]
+    store = _S3(uri, bucket, os.environ) if location.scheme == "s3" else _Gcs(uri, bucket, os.environ)
     try:
-        fs = _within(PROBE_DEADLINE_S, store.connect)
+        return _within(PROBE_DEADLINE_S, store.connect)
     except TimeoutError:
         raise TableError(f"storage '{uri}': {store.silent(PROBE_DEADLINE_S)}") from None
     except (OSError, pa.ArrowException) as e:
         raise TableError(f"storage '{uri}': {store.explain(str(e))}") from e
-    return fs, f"{bucket}{parts.path}".rstrip("/")
 
-
-_SETTINGS = {"s3": "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-             "gs": "GOOGLE_APPLICATION_CREDENTIALS", "gcs": "GOOGLE_APPLICATION_CREDENTIALS"}
 
 _UNREACHABLE = ("could not connect", "couldn't connect", "could not resolve", "failed to connect",
                 "connection refused", "curl error", "network_connection")
@@ -160,7 +149,7 @@ class _S3:
             return self.silent(2 * S3_PROBE["request_timeout"])  # two tries
         if _has(error, _UNREACHABLE):
             return f"cannot reach {self.where}; {self.unreachable_fix}"
-        return f"cannot open it ({_first_line(error)}); check {_SETTINGS['s3']}"
+        return f"cannot open it ({_first_line(error)}); check {SETTINGS['s3']}"
 
     def silent(self, seconds: float) -> str:
         return f"no answer from {self.where} within {seconds:.0f} s; {self.unreachable_fix}"
@@ -267,7 +256,7 @@ class _Gcs:
                     f"(or of the gcloud login) storage access to it")
         if _has(error, _UNREACHABLE + _SILENT + ("unavailable",)):
             return f"cannot reach {self.where}; {self.unreachable_fix}"
-        return f"cannot open it ({_first_line(error)}); check {_SETTINGS['gs']}"
+        return f"cannot open it ({_first_line(error)}); check {SETTINGS['gs']}"
 
     def silent(self, seconds: float) -> str:
         if self.key_file or os.path.isfile(self.adc_file):

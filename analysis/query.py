@@ -11,13 +11,22 @@ only the columns and row groups it needs. A table with no parts yet is an empty 
 schema's columns. The views are rebuilt for every query, so a query sees the parts present
 when it runs (a sweep still training or comparing keeps growing).
 
+A result is bounded: at most MAX_RESULT_ROWS rows and MAX_RESULT_BYTES bytes (settable), DuckDB's
+working memory at most QUERY_MEMORY, with no spilling, and the process may grow by at most
+QUERY_GROWTH while the query runs (one huge value, which DuckDB does not count against its
+memory, is interrupted); the bound reached is named in the error.
+`sql_batches` streams a result batch by batch (the CLI's CSV), holding one batch at a time.
+
 Errors are `TableError`, one line that names what exists: an unknown table lists the tables,
 an unknown column lists the columns of the tables the query reads, bad SQL names the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -27,30 +36,45 @@ from repsweep.analysis.schemas import SCHEMAS, TableError, table_schema, unknown
 from repsweep.analysis.store import SweepStore
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import duckdb
     import pyarrow.dataset
 
 
-def open_results(location: str | SweepStore) -> Results:
-    """The tables of the sweep at `location` (a local path, a URI, or an open SweepStore)."""
+MAX_RESULT_ROWS = 1_000_000  # rows a query may return: more is an export, narrow it or raise the limit
+MAX_RESULT_BYTES = 512 << 20  # bytes of a result held at once (a whole result, or one streamed batch)
+QUERY_MEMORY = "1GB"  # DuckDB's own working memory (joins, sorts, aggregates); it may not spill to disk
+BATCH_ROWS = 65_536  # rows per streamed batch
+# how much this process may grow while a query runs: DuckDB's working memory and the result, with
+# room to spare; what it catches is what DuckDB does not count, one huge value (repeat('x', 1e9))
+QUERY_GROWTH = 2 << 30
+
+
+def open_results(location: str | SweepStore, **limits: int) -> Results:
+    """The tables of the sweep at `location` (a local path, a URI, or an open SweepStore);
+    `limits`: max_rows, max_bytes of a query's result (see Results)."""
     store = location if isinstance(location, SweepStore) else SweepStore(location)
     if not store.exists("tables") and not store.exists("spec.yaml"):
         raise TableError(f"no sweep at '{store.uri}' (no tables/ and no spec.yaml); pass the folder "
                          f"'repsweep run' created, <storage>/<name>, e.g. ./repsweep-results/demo")
-    return Results(store)
+    return Results(store, **limits)
 
 
 class Results:
     """SQL and table access over one sweep's Parquet tables (see the module docstring)."""
 
-    def __init__(self, store: SweepStore) -> None:
+    def __init__(self, store: SweepStore, *, max_rows: int = MAX_RESULT_ROWS,
+                 max_bytes: int = MAX_RESULT_BYTES) -> None:
         import duckdb
 
-        self.store = store
+        self.store, self.max_rows, self.max_bytes = store, max_rows, max_bytes
         # a query reads the sweep's tables and nothing else: no files, no databases, no extensions,
         # and no statement can switch that back on (the tables are Arrow datasets read by pyarrow)
         self._con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
-                                           "autoload_known_extensions": False})
+                                           "autoload_known_extensions": False, "memory_limit": QUERY_MEMORY,
+                                           "max_temp_directory_size": "0KiB"})
+        self._con.execute("SET enable_progress_bar = false")  # it draws on the process's stdout: into a CSV
         self._con.execute("SET lock_configuration = true")
         self._datasets: dict[str, pyarrow.dataset.Dataset] = {}
 
@@ -59,8 +83,37 @@ class Results:
         """Run one SELECT (DuckDB dialect; CTEs and joins too) over the tables; `params` fill `?` or `$name`.
 
         Anything else (more than one statement, COPY, ATTACH, INSTALL, CREATE, SET, ...) is a
-        TableError: a query only reads.
+        TableError: a query only reads. A result past the row or byte limit is a TableError too.
         """
+        self._prepare(query)
+        with self._watched():
+            reader = self._reader(query, params)
+            table = pa.Table.from_batches(list(self._bounded(reader, query)), schema=reader.schema)
+        return table.to_pandas()
+
+    def sql_batches(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> Iterator[pa.RecordBatch]:
+        """The result of `sql(query)` as Arrow record batches, streamed (e.g. CSV written as it comes):
+        the byte limit applies to each batch, the row limit to all of them."""
+        self._prepare(query)
+        with self._watched():
+            yield from self._bounded(self._reader(query, params), query, total_bytes=False)
+
+    @contextlib.contextmanager
+    def _watched(self) -> Iterator[None]:
+        """Interrupt the query running in the block once the process has grown by QUERY_GROWTH."""
+        watch = _Growth(self._con, QUERY_GROWTH)
+        try:
+            with watch:
+                yield
+        except Exception:  # DuckDB's InterruptException, or pyarrow's OSError reading the stream
+            if watch.tripped:
+                raise TableError(f"the query grew this process by more than {QUERY_GROWTH:,} bytes (the limit), "
+                                 f"building a value or result too large to hold; select shorter values "
+                                 f"(e.g. left(s, 1000)) or fewer rows") from None
+            raise
+
+    def _prepare(self, query: str) -> None:
+        """Refuse anything but one SELECT; register the views of the tables it names."""
         import duckdb
 
         try:
@@ -79,9 +132,32 @@ class Results:
         except duckdb.Error:
             named = set(SCHEMAS)
         self._register(sorted(named))
+
+    def _reader(self, query: str, params: Any) -> pa.RecordBatchReader:
+        import duckdb
+
         try:
-            return self._con.sql(query, params=params).to_arrow_table().to_pandas()
+            return self._con.sql(query, params=params).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as e:
+            raise TableError(self._explain(e, query)) from e
+
+    def _bounded(self, reader: pa.RecordBatchReader, query: str, *, total_bytes: bool = True) -> Iterator[pa.RecordBatch]:
+        """The reader's batches; past `max_rows` rows, or `max_bytes` bytes (in all when
+        `total_bytes`, else per batch: a stream holds one batch at a time), a TableError."""
+        import duckdb
+
+        rows = size = 0
+        try:
+            for batch in reader:
+                rows, size = rows + batch.num_rows, (size if total_bytes else 0) + batch.nbytes
+                if rows > self.max_rows:
+                    raise TableError(f"the query's result passed {self.max_rows:,} rows (the limit); add LIMIT or "
+                                     f"WHERE, aggregate, or raise the limit (--limit-rows)")
+                if size > self.max_bytes:
+                    raise TableError(f"the query's result passed {self.max_bytes:,} bytes (the limit); select fewer "
+                                     f"or shorter columns, or raise the limit (--limit-bytes)")
+                yield batch
+        except (duckdb.Error, pa.ArrowException) as e:
             raise TableError(self._explain(e, query)) from e
 
     def table(self, name: str, *, columns: list[str] | None = None, **filters: Any) -> pd.DataFrame:
@@ -154,6 +230,9 @@ class Results:
         if isinstance(e, duckdb.PermissionException):
             return (f"a query reads only the sweep's tables ({', '.join(SCHEMAS)}); files, databases and "
                     f"extensions are refused ({first})")
+        if isinstance(e, duckdb.OutOfMemoryException):
+            return (f"the query needs more than {QUERY_MEMORY} of working memory (the limit); aggregate or "
+                    f"filter before joining or sorting, or add LIMIT")
         if isinstance(e, duckdb.ParserException):
             return f"bad SQL: {first}"
         if isinstance(e, (duckdb.IOException, duckdb.InvalidInputException)) and "parquet" in text.lower():
@@ -171,3 +250,39 @@ def _dataset(store: SweepStore, name: str) -> pyarrow.dataset.Dataset:
         return ds.dataset(SCHEMAS[name].empty_table())
     paths = [store.part_path(name, k) for k in keys]
     return ds.dataset(paths, schema=SCHEMAS[name], format="parquet", filesystem=store.fs)
+
+
+class _Growth:
+    """While open, a thread reads this process's resident memory every 20 ms (Linux: /proc/self/statm)
+    and interrupts `con`'s query once it has grown by more than `limit` bytes; `tripped` says so."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, limit: int) -> None:
+        self.con, self.limit, self.tripped = con, limit, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="repsweep-query-memory")
+
+    @staticmethod
+    def _resident() -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return None  # not Linux: no watch
+
+    def __enter__(self) -> _Growth:
+        self._base = self._resident()
+        if self._base is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            if (self._resident() or 0) - self._base > self.limit:
+                self.tripped = True
+                self.con.interrupt()
+                return

@@ -15,6 +15,7 @@ drawn it, or "error" with the error's text in its place.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import html
 import json
@@ -22,12 +23,15 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from repsweep.analysis.charts import CHARTS
 from repsweep.analysis.query import Results, open_results
 from repsweep.analysis.schemas import TableError
 from repsweep.analysis.store import SweepStore
+from repsweep.orchestrator.grid import expand_grid
+from repsweep.orchestrator.spec import AXES, SpecError, plain_number, spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,8 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { bac
 td:first-child, th:first-child { text-align: left; }
 .chart { overflow-x: auto; padding: 0.5em 0; } .error { color: #b00; white-space: pre-wrap; }
 .findings li { margin: 0.4em 0; } .verdict { font-weight: 600; } .verdict.holds { color: #1a7f37; }
-.verdict.does-not-hold { color: #b00; } .verdict.not-testable { color: #777; }
+.verdict.contradicted { color: #b00; } .verdict.inconclusive { color: #9a6700; } .verdict.not-testable { color: #777; }
+.findings ul { margin: 0.2em 0; } .findings .resolve { color: #555; }
 """
 
 # Draw every chart; mark each div rendered or failed (the report's tests read these marks).
@@ -147,16 +152,13 @@ def _vl_version() -> str:
 # --------------------------------------------------------------------------- summary
 
 def _spec(store: SweepStore) -> tuple[str, dict]:
-    import yaml
+    from repsweep.orchestrator.spec import MAX_SPEC_BYTES, SpecError, parse_spec
 
-    if not store.exists("spec.yaml"):
-        return os.path.basename(store.root.rstrip("/")), {}
     try:
-        spec = yaml.safe_load(store.read_bytes("spec.yaml"))
-    except (yaml.YAMLError, RecursionError, UnicodeDecodeError):
-        spec = None  # a damaged spec.yaml: the report is drawn from the tables alone
-    spec = spec if isinstance(spec, dict) else {}
-    return spec.get("name", os.path.basename(store.root)), spec
+        spec = parse_spec(store.read_bytes("spec.yaml", max_bytes=MAX_SPEC_BYTES), "spec.yaml").to_dict()
+    except (SpecError, TableError, OSError):  # none, or damaged: the report is drawn from the tables alone
+        return os.path.basename(store.root.rstrip("/")), {}
+    return spec["name"], spec
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -165,29 +167,50 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _findings(res: Results) -> list[str]:
-    """The study's claims with their numbers and verdicts (the findings table), as HTML pieces."""
-    frame = res.sql("SELECT * FROM findings ORDER BY claim")
+    """The study's claims (the findings table): each claim's verdict, then each part's effect, interval,
+    n, verdict, numbers and what would resolve it, as HTML pieces."""
+    frame = res.sql("SELECT * FROM findings ORDER BY claim, part")
     out = ["<h2>findings</h2>"]
     if frame.empty:
         return out + ['<p class="note">No findings yet: run \'repsweep compare SWEEP\'.</p>']
-    items = [f'<li class="finding"><b>({r.claim}) {html.escape(r.title)}</b>: '
-             f'<span class="verdict {r.verdict.replace(" ", "-")}">{html.escape(r.verdict)}</span>. '
-             f'{html.escape(r.numbers)}{"; " if r.numbers else ""}{html.escape(r.why)}.</li>' for r in frame.itertuples()]
+    verdict = lambda v: f'<span class="verdict {v.replace(" ", "-")}">{html.escape(v)}</span>'  # noqa: E731
+    items = []
+    for claim, g in frame.groupby("claim", sort=True):
+        first = g.iloc[0]
+        if claim == 0:
+            out.append(f'<p class="meta">{html.escape(first["numbers"])}.</p>')
+            continue
+        parts = []
+        for r in g.itertuples():
+            interval = (f", {r.confidence:.0%} CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" if pd.notna(r.ci_low) else "")
+            effect = "" if pd.isna(r.effect) else f"{r.effect:+.3f}{interval}, n = {r.n} {html.escape(r.unit)}: "
+            resolve = f' <span class="resolve">To resolve: {html.escape(r.resolve)}.</span>' if r.resolve else ""
+            parts.append(f"<li>{f'({claim}{r.part}) ' if r.part else ''}{html.escape(r.statistic)}: {effect}"
+                         f"{verdict(r.verdict)}. {html.escape(r.numbers)}{resolve}</li>")
+        items.append(f'<li class="finding"><b>({claim}) {html.escape(first["title"])}</b>: '
+                     f'{verdict(first["claim_verdict"])}.<ul>{"".join(parts)}</ul></li>')
     return out + ["<ul class=\"findings\">" + "".join(items) + "</ul>"]
+
+
+def _values(values: list) -> list[str]:
+    """An axis's values as written: 20, not 20.0."""
+    return [str(plain_number(v)) if isinstance(v, float) else str(v) for v in values]
 
 
 def _summary(res: Results, spec: dict, trials: pd.DataFrame) -> list[str]:
     """Grid, trial states, failures, accuracies and the comparison's extent, as HTML pieces."""
     out = ["<h2>summary</h2>"]
-    grid = spec.get("grid") or {a: sorted(trials[a].unique().tolist()) for a in
-                                ("depth", "width", "data_fraction", "seed")}
-    planned = 1
-    for values in grid.values():
-        planned *= len(values)
+    try:
+        sweep = spec_from_dict(spec)
+        grids = [{a: v for a, v in dataclasses.asdict(g).items() if v is not None} for g in sweep.grid]
+        planned = len(expand_grid(sweep))
+    except SpecError:  # no spec.yaml, or a damaged one: the grid the tables show
+        grids = [{a: sorted(trials[a].unique().tolist()) for a in AXES}]
+        planned = int(np.prod([len(v) for v in grids[0].values()]))
     training = spec.get("training", {})
     dataset = (spec.get("dataset") or {}).get("name") or ", ".join(trials["dataset"].dropna().unique())
-    out.append("<p>" + "; ".join(f"<b>{html.escape(a)}</b> {html.escape(', '.join(map(str, v)))}"
-                                 for a, v in grid.items())
+    out.append("<p>" + " &#x222A; ".join("; ".join(f"<b>{html.escape(a)}</b> {html.escape(', '.join(_values(v)))}"
+                                                  for a, v in grid.items()) for grid in grids)
                + f" &mdash; {planned} trials planned on <b>{html.escape(str(dataset))}</b>"
                + (f", {training['epochs']} epoch{'s' if training['epochs'] != 1 else ''} each"
                   if "epochs" in training else "") + "</p>")

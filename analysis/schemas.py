@@ -42,7 +42,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "trials": pa.schema([
         ("trial_id", pa.string()), ("sweep", pa.string()), ("arch", pa.string()), *_CONFIG,
         ("status", pa.string()),  # running | done | failed
-        ("error", pa.string()), ("epochs_done", pa.int32()),
+        ("error", pa.string()),
+        # set by the comparison (analysis/quality.py): a finished trial that did not train, left out of the findings
+        ("excluded", pa.bool_()), ("exclusion_reason", pa.string()), ("epochs_done", pa.int32()),
         ("train_loss", pa.float64()), ("train_acc", pa.float64()),
         ("test_loss", pa.float64()), ("test_acc", pa.float64()),
         ("n_train", pa.int32()), ("params", pa.int64()), ("flops", pa.int64()),
@@ -52,7 +54,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("updated_at", pa.timestamp("s", tz="UTC")),
     ]),
     # one row per captured layer of each trial
-    "layers": pa.schema([("trial_id", pa.string()), *_LAYER_KEYS, ("dim", pa.int64())]),
+    "layers": pa.schema([("trial_id", pa.string()), *_LAYER_KEYS, ("dim", pa.int64()), ("tokens", pa.string())]),
     # one row per test example per trial
     "predictions": pa.schema([
         ("trial_id", pa.string()), ("example", pa.int32()), ("label", pa.int32()),
@@ -99,8 +101,18 @@ SCHEMAS: dict[str, pa.Schema] = {
     "blocks": pa.schema([
         ("trial_id", pa.string()), ("threshold", pa.float64()), ("found", pa.bool_()), ("start", pa.int32()),
         ("end", pa.int32()), ("size", pa.int32()), ("fraction", pa.float64()), ("inside", pa.float64()),
-        ("before", pa.float64()), ("contrast", pa.float64()), ("pc1_inside", pa.float64()),
+        ("before", pa.float64()), ("after", pa.float64()), ("contrast", pa.float64()), ("pc1_inside", pa.float64()),
         ("pc1_outside", pa.float64()),
+        ("carried_by_pc1", pa.bool_()),  # pc1_inside >= findings.dominant_pc1: the paper's block, not a mere run
+    ]),
+    # per model: the block's distinctness (contrast, analysis/blocks.py: span_contrast) with and without
+    # each layer's first PC; role 'block' (a block carried by its first PC) or 'control' (a model without
+    # one, on the layers at the blocks' median relative position): claim 3's units (analysis/findings.py)
+    "pc1_removal": pa.schema([
+        ("trial_id", pa.string()), ("role", pa.string()), ("start", pa.int32()), ("end", pa.int32()),
+        ("inside", pa.float64()), ("outside", pa.float64()), ("contrast", pa.float64()),
+        ("inside_without_pc1", pa.float64()), ("outside_without_pc1", pa.float64()),
+        ("contrast_without_pc1", pa.float64()),
     ]),
     # a linear probe of every captured layer of each model (analysis/probes.py)
     "probes": pa.schema([
@@ -120,6 +132,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_removed", pa.int32()), ("inside", pa.float64()), ("inside_without_dominant", pa.float64()),
         ("inside_without_random", pa.float64()), ("before", pa.float64()),
         ("before_without_dominant", pa.float64()), ("before_without_random", pa.float64()),
+        ("outside", pa.float64()), ("outside_without_dominant", pa.float64()),  # every kept layer outside
+        ("outside_without_random", pa.float64()),  # the block, before and after pooled (span_contrast)
     ]),
     # how alike two seeds' dominant sets inside their blocks are (analysis/dominance.py)
     "dominant_overlap": pa.schema([
@@ -132,24 +146,35 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("arch", pa.string()), ("data_fraction", pa.float64()), ("example", pa.int32()), ("label", pa.int32()),
         ("accuracy", pa.float64()), ("n_seeds", pa.int32()),
     ]),
-    # per pair of configurations: per-example disagreement against disjoint seed groups (analysis/errors.py)
+    # per pair of configurations: per-example disagreement against disjoint seed groups; p from a permutation
+    # test over the seeds, the interval of the excess from a bootstrap over test examples (analysis/errors.py)
     "example_disagreement": pa.schema([
         ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()),
         ("seeds_per_group", pa.int32()), ("n_examples", pa.int32()), ("between", pa.float64()),
         ("baseline_a", pa.float64()), ("baseline_b", pa.float64()), ("baseline", pa.float64()),
-        ("excess", pa.float64()), ("p", pa.float64()), ("testable", pa.bool_()), ("reason", pa.string()),
+        ("excess", pa.float64()), ("p", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+        ("n_seeds_a", pa.int32()), ("n_seeds_b", pa.int32()), ("min_p", pa.float64()),
+        ("testable", pa.bool_()), ("reason", pa.string()),
     ]),
-    # per pair of configurations and class: Welch's t-test across seeds, Benjamini-Hochberg q (analysis/errors.py)
+    # per pair of configurations and class: permutation test over seeds, Benjamini-Hochberg q (analysis/errors.py)
     "class_diff": pa.schema([
         ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()), ("label", pa.int32()),
-        ("mean_a", pa.float64()), ("mean_b", pa.float64()), ("difference", pa.float64()), ("t", pa.float64()),
-        ("p", pa.float64()), ("q", pa.float64()), ("significant", pa.bool_()), ("n_a", pa.int32()),
-        ("n_b", pa.int32()), ("testable", pa.bool_()), ("reason", pa.string()),
+        ("mean_a", pa.float64()), ("mean_b", pa.float64()), ("difference", pa.float64()),
+        ("p", pa.float64()), ("q", pa.float64()), ("min_p", pa.float64()), ("significant", pa.bool_()),
+        ("n_a", pa.int32()), ("n_b", pa.int32()), ("testable", pa.bool_()), ("reason", pa.string()),
     ]),
-    # the study's claims, each with its numbers from this sweep and a verdict (analysis/findings.py)
+    # the study's claims, one row per part of a claim: its statistic over independent units (models, seed
+    # pairs, configurations), the mean effect (positive = as claimed), its interval, n, the part's verdict,
+    # the claim's verdict, what would resolve an inconclusive one, and every unit's value (`units`, `values`;
+    # a control group's in control_units, control_values), so any verdict can be recomputed with one query;
+    # claim 0: the trials the claims rest on and those left out (analysis/findings.py)
     "findings": pa.schema([
-        ("claim", pa.int32()), ("title", pa.string()), ("verdict", pa.string()), ("numbers", pa.string()),
-        ("why", pa.string()),
+        ("claim", pa.int32()), ("part", pa.string()), ("title", pa.string()), ("statistic", pa.string()),
+        ("effect", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("confidence", pa.float64()),
+        ("n", pa.int32()), ("unit", pa.string()), ("p", pa.float64()), ("verdict", pa.string()),
+        ("claim_verdict", pa.string()), ("numbers", pa.string()), ("resolve", pa.string()),
+        ("units", pa.list_(pa.string())), ("values", pa.list_(pa.float64())),
+        ("control_units", pa.list_(pa.string())), ("control_values", pa.list_(pa.float64())),
     ]),
     # comparison tiles: what was computed, where, and how it ended
     "tiles": pa.schema([

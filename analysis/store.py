@@ -1,10 +1,12 @@
 """Sweep storage: the files of one sweep, atomic keyed writes of table parts, reads.
 
-A sweep lives at one local path or URI (s3://, gs://, file://, read through pyarrow's
-filesystems; an s3:// or gs:// bucket is opened by `objectstore.open_bucket`, which takes
-endpoint, region and credentials from the environment and fails within seconds):
+A sweep lives at one local path or URI (s3://, gs://, file://), parsed by
+`location.parse_location` and read through pyarrow's filesystems; an s3:// or gs:// bucket is
+opened by `objectstore.open_bucket`, which takes endpoint, region and credentials from the
+environment and fails within seconds:
 
-    <sweep>/spec.yaml                    the spec the sweep was created from
+    <sweep>/spec.yaml                    the spec the sweep reads (checked against spec.started.yaml,
+                                         the copy written when the sweep began)
     <sweep>/tune/                        Ray Tune's experiment (per-epoch checkpoints)
     <sweep>/checkpoints/<trial_id>.pt    final model of each finished trial
     <sweep>/tables/<table>/<key>.parquet one part per key (a trial, a comparison tile)
@@ -16,9 +18,9 @@ replaces its part, so a re-run never duplicates rows.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-import os
 import posixpath
 import re
 import uuid
@@ -28,14 +30,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from repsweep.analysis.location import Location, parse_location
 from repsweep.analysis.objectstore import open_bucket
 from repsweep.analysis.schemas import TableError, table_schema
 
 log = logging.getLogger(__name__)
-
-
-def _is_uri(location: str) -> bool:
-    return "://" in location
 
 
 _TEMP = re.compile(r"\.tmp-[0-9a-f]{8}$")  # write_bytes' temporary names: <final>.tmp-<8 hex digits>
@@ -44,20 +43,11 @@ _TEMP = re.compile(r"\.tmp-[0-9a-f]{8}$")  # write_bytes' temporary names: <fina
 class SweepStore:
     """The files of one sweep at a local path or URI."""
 
-    def __init__(self, location: str) -> None:
-        if _is_uri(location):
-            if location.split("://", 1)[0].lower() in ("s3", "gs", "gcs"):
-                self.fs, self.root = open_bucket(location)
-            else:
-                try:
-                    self.fs, self.root = pafs.FileSystem.from_uri(location)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-                    raise TableError(f"storage '{location}': cannot open it ({e}); use a local path or an s3://, gs:// or file:// URI") from e
-            self.uri = location.rstrip("/")
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
-            self.uri = self.root
-        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+    def __init__(self, location: str | Location) -> None:
+        where = location if isinstance(location, Location) else parse_location(location)
+        self.fs = open_bucket(where) if where.scheme else pafs.LocalFileSystem()
+        self.root, self.uri = where.path, where.uri
+        self._local = not where.scheme
 
     # ------------------------------------------------------------------ files
     def path(self, *parts: str) -> str:
@@ -69,9 +59,20 @@ class SweepStore:
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
 
-    def read_bytes(self, *parts: str) -> bytes:
+    def read_bytes(self, *parts: str, max_bytes: int | None = None) -> bytes:
+        """The file's bytes; with `max_bytes`, a larger file is a TableError, found before reading."""
+        if max_bytes is None:
+            with self.fs.open_input_stream(self.path(*parts)) as f:
+                return f.read()
+        info = self.fs.get_file_info(self.path(*parts))
+        if info.type != pafs.FileType.File or (info.size or 0) > max_bytes:
+            what = f"{info.size:,} bytes" if info.type == pafs.FileType.File else "not a file"
+            raise TableError(f"'{self.uri_of(*parts)}' is {what}; expected a file of at most {max_bytes:,} bytes")
         with self.fs.open_input_stream(self.path(*parts)) as f:
-            return f.read()
+            data = f.read(max_bytes + 1)  # it may have grown since it was measured
+        if len(data) > max_bytes:
+            raise TableError(f"'{self.uri_of(*parts)}' is over {max_bytes:,} bytes; expected at most that")
+        return data
 
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write a whole file atomically: temp name then rename (local) or one put (objects, which
@@ -83,8 +84,13 @@ class SweepStore:
             return
         self.fs.create_dir(posixpath.dirname(final), recursive=True)
         target = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open_output_stream(target) as f:
-            f.write(data)
+        try:
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+        except BaseException:  # a full disk, a signal: no half-written temp file is left behind
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(target)
+            raise
         self.fs.move(target, final)
 
     def list_files(self, *parts: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The probe stream: which examples of the probe set each CKA minibatch holds (`stream_batches`).
+"""The probe stream: which examples of the probe set each CKA minibatch holds (`stream_batches`),
+and how any batch of examples is read (`batches`: from memory, or decoded from disk).
 
 Every model in a comparison must see the same minibatches (DESIGN.md, "The CKA engine"):
 one seeded permutation of the probe set per pass, cut into batches.
@@ -6,7 +7,8 @@ one seeded permutation of the probe set per pass, cut into batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,3 +36,22 @@ def stream_batches(
     for p in range(passes):
         perm = np.random.default_rng([seed, p]).permutation(n_examples)  # (n_examples,)
         yield from torch.from_numpy(perm).split(batch_size)
+
+
+def batches(x: torch.Tensor | Any, index_batches: Iterable[torch.Tensor],
+            device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
+    """x's examples for each batch of indices, on `device` (x's own by default).
+
+    x is a tensor held in memory (its rows are indexed), or images on disk
+    (`orchestrator.imagefolder.ImageFiles`: decoded by worker processes as they are needed).
+    """
+    if not isinstance(x, torch.Tensor):
+        yield from x.stream(index_batches, device)
+        return
+    for idx in index_batches:
+        yield x[idx.to(x.device)].to(device if device is not None else x.device)
+
+
+def in_order(n_examples: int, batch_size: int) -> list[torch.Tensor]:
+    """Indices 0..n-1 in batches of `batch_size`: a set read once, in order."""
+    return list(torch.arange(n_examples).split(batch_size))

@@ -134,15 +134,17 @@ def example_errors(res: Results) -> alt.Chart:
         raise TableError(f"no testable configuration pair: {why['reason'].iloc[0]}" if len(why) else
                          f"no example_disagreement table yet; {_FILL}")
     rows["pair"] = rows["arch_a"] + " vs " + rows["arch_b"] + " f" + rows["data_fraction"].map("{:g}".format)
-    rows["significant"] = rows["p"] < 0.05
+    rows["significant"] = (rows["p"] < 0.05) & (rows["ci_low"] > 0)  # the findings' rule for claim 5
     order = list(rows["pair"])
     base = alt.Chart().encode(y=alt.Y("pair:N", sort=order, title=None))
     bars = base.mark_bar(color="#ddd").encode(x=alt.X("baseline:Q", title="mean |per-example accuracy difference|"))
     dots = base.mark_point(filled=True, size=60).encode(
-        x="between:Q", color=alt.Color("significant:N", title="above baseline (p < 0.05)",
+        x="between:Q", color=alt.Color("significant:N", title="above baseline (p < 0.05 over seeds)",
                                        scale=alt.Scale(domain=[True, False], range=["#e45756", "#888"])),
         tooltip=["pair:N", alt.Tooltip("between:Q", format=".4f"), alt.Tooltip("baseline:Q", format=".4f"),
-                 alt.Tooltip("excess:Q", format="+.4f"), alt.Tooltip("p:Q", format=".2g"), "seeds_per_group:Q"])
+                 alt.Tooltip("excess:Q", format="+.4f"), alt.Tooltip("ci_low:Q", format="+.4f"), alt.Tooltip("ci_high:Q", format="+.4f"),
+                 alt.Tooltip("p:Q", format=".2g"), alt.Tooltip("min_p:Q", format=".2g", title="smallest possible p"),
+                 "n_seeds_a:Q", "n_seeds_b:Q"])
     return alt.layer(bars, dots, data=rows).properties(width=360, height=alt.Step(14), title=alt.TitleParams(
         "Do two configurations make different errors?", anchor="start",
         subtitle=["dot: per-example accuracy difference between the two (disjoint seed groups); bar: between two "

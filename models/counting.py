@@ -2,7 +2,9 @@
 
 FLOPs are counted as 2 x multiply-accumulates of convolutions and linear layers for one
 example (BatchNorm, ReLU, additions and pooling are ignored: under 1% for these networks),
-the convention of Nguyen et al. (2021) and most CIFAR ResNet tables.
+the convention of Nguyen et al. (2021) and most CIFAR ResNet tables. `nn.MultiheadAttention`
+(torchvision's ViTs) adds its four projections and its two T x T products (scores, weighted
+sum); attention written without that module (Swin's windows) counts its linear layers only.
 """
 
 from __future__ import annotations
@@ -29,12 +31,21 @@ def count_flops(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
         nonlocal macs
         macs += out[0].numel() * m.in_features
 
+    def attention_hook(m: nn.MultiheadAttention, inp: tuple, _out: tuple) -> None:
+        nonlocal macs
+        q = inp[0]
+        tokens = q.shape[1] if m.batch_first else q.shape[0]  # one example: (1, T, D) or (T, 1, D)
+        # q, k, v and output projections (out_proj's weight is used, its module not called), scores, weighted sum
+        macs += 4 * tokens * m.embed_dim * m.embed_dim + 2 * tokens * tokens * m.embed_dim
+
     handles = []
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
+        elif isinstance(m, nn.MultiheadAttention):
+            handles.append(m.register_forward_hook(attention_hook))
     was_training = model.training
     model.eval()
     try:

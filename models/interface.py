@@ -9,6 +9,7 @@ the same checks.
 
     family = get_family("cifar_resnet")
     model = family.build(ModelConfig("cifar_resnet", depth=20, width=1, in_channels=3, num_classes=10))
+    family.arch_problem(config)       # None, or the field it cannot build and what that field allows
     model.forward_layers(x)           # every captured representation, in layer_info order
     model.layer_info((3, 32, 32))     # what each one is: name, kind, stage, block, size
     model.inference_copy()            # an equivalent eval-only copy for fast probing
@@ -32,11 +33,14 @@ class ModelConfig:
     """Everything a family needs to build one model; saved in every model file."""
 
     family: str  # a name in models/registry.py
-    depth: int  # the grid's depth axis (the family says what it means)
-    width: int  # the grid's width axis: a channel multiplier
-    in_channels: int  # of the data's images
-    num_classes: int  # of the data's labels
+    depth: float  # the grid's depth axis (the family says what it means)
+    width: float  # the grid's width axis: a channel multiplier
+    in_channels: int  # of the data's images (0 where only the architecture is asked about)
+    num_classes: int  # of the data's labels (0 likewise)
     zero_init_residual: bool = False  # each residual branch starts at zero (a control)
+    scale: str = "stage3"  # imagenet_resnet: the stages depth and width multiply (stage3 | all)
+    name: str = ""  # torchvision: the model's name in torchvision.models
+    tokens: str = "mean"  # torchvision transformers: a token layer compared as its mean, class token or flattened
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,6 +56,7 @@ class LayerInfo:
     stage: int  # 0 for the stem, 1.. for the stages, one past the last stage for pool and logits
     block: int  # index within the stage; 0 for stem, pool and logits
     dim: int  # flattened features per example (channels x height x width)
+    tokens: str = ""  # a token layer (batch, tokens, dim): compared as their "mean", the "cls" token or "flatten"ed
 
 
 class RepresentationModel(nn.Module, metaclass=ABCMeta):
@@ -85,19 +90,45 @@ class RepresentationModel(nn.Module, metaclass=ABCMeta):
         """
 
 
+def on_one_zero_example(model: nn.Module, input_shape: tuple[int, ...], forward: Any) -> Any:
+    """forward(x) for one all-zero example of `input_shape` (the model's device and dtype), in eval
+    mode without gradients; the model's training flag is restored. For sizes in `layer_info`."""
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters())
+        with torch.no_grad():
+            return forward(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+
+
 class ModelFamily(ABC):
     """A kind of network: which architectures it builds, how to build and label them."""
 
     name: str  # its name in the spec's `model.family`
+    min_image_size: int = 4  # the smallest height and width its models take (pixels)
+    image_channels: int = 0  # the channels its models take (0: any)
+    default_arch: tuple[float, float] = (1.0, 1.0)  # (depth, width) of a grid that names neither
+    options: tuple[str, ...] = ()  # the ModelConfig fields past depth and width it reads (scale, name, tokens)
 
     @abstractmethod
-    def arch_problem(self, depth: int, width: int) -> tuple[str, str] | None:
-        """None if this family builds depth x width; else (axis, what that axis allows)."""
+    def arch_problem(self, config: ModelConfig) -> tuple[str, str] | None:
+        """None if this family builds `config`'s architecture; else (field, what that field allows).
+
+        Only the architecture is asked about: in_channels and num_classes may be 0.
+        """
+
+    def input_problem(self, config: ModelConfig, channels: int, size: int) -> str | None:
+        """None if `config`'s model takes square images of `channels` x `size` pixels; else what it takes."""
+        if self.image_channels and channels != self.image_channels:
+            return f"images of {self.image_channels} channels"
+        return None if size >= self.min_image_size else f"images of at least {self.min_image_size} px"
 
     @abstractmethod
     def build(self, config: ModelConfig) -> RepresentationModel:
         """A freshly initialised model (seed torch before calling, for a reproducible one)."""
 
-    def label(self, depth: int, width: int) -> str:
+    def label(self, config: ModelConfig) -> str:
         """The architecture's one spelling, used in trial ids, tables and charts: 'd56-w2'."""
-        return f"d{depth}-w{width}"
+        return f"d{config.depth:g}-w{config.width:g}"

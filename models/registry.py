@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from repsweep.models import resnet
+from repsweep.models import imagenet_resnet, resnet, torchvision_models
 from repsweep.models.interface import ModelFamily
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (resnet.FAMILY,)}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (resnet.FAMILY, imagenet_resnet.FAMILY, torchvision_models.FAMILY)}
 
 
 def get_family(name: str) -> ModelFamily:

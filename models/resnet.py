@@ -13,18 +13,19 @@ stem output, every residual block's output, pooled features, logits.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from repsweep.models.interface import LayerInfo, ModelConfig, ModelFamily, RepresentationModel
+from repsweep.models.interface import ModelConfig, ModelFamily
+from repsweep.models.residual import ResidualBlock, StagedResNet, projection
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(ResidualBlock):
     """conv3x3-BN-ReLU-conv3x3-BN, plus shortcut, then ReLU (post-activation)."""
+
+    conv_bn = (("conv1", "bn1"), ("conv2", "bn2"))
+    last_bn = "bn2"
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
@@ -32,11 +33,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:  # projection shortcut where the shape changes
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+        self.shortcut = projection(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -44,23 +41,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ShortcutOnly(nn.Module):
-    """A BasicBlock with its residual branch removed: ReLU(shortcut(x)) (block deletion).
-
-    This is the block's output with the branch's contribution set to zero: an identity
-    shortcut passes its (post-ReLU, so non-negative) input through unchanged; a projection
-    shortcut keeps its 1x1 convolution and BatchNorm.
-    """
-
-    def __init__(self, block: BasicBlock) -> None:
-        super().__init__()
-        self.shortcut = block.shortcut
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.shortcut(x))
-
-
-class CifarResNet(RepresentationModel):
+class CifarResNet(StagedResNet):
     """ResNet of depth 6n+2 and width multiplier k for images of any size."""
 
     def __init__(
@@ -73,9 +54,10 @@ class CifarResNet(RepresentationModel):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        problem = FAMILY.arch_problem(depth, width)
+        problem = FAMILY.arch_problem(ModelConfig(FAMILY.name, depth, width, in_channels, num_classes))
         if problem:
             raise ValueError(f"{problem[0]} must be {problem[1]}; got depth {depth}, width {width}")
+        depth, width = int(depth), int(width)
         self.depth, self.width, self.n_blocks = depth, width, (depth - 2) // 6
         channels = [16 * width, 32 * width, 64 * width]
         self.stem = nn.Sequential(
@@ -92,95 +74,21 @@ class CifarResNet(RepresentationModel):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(channels[-1], num_classes)
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_residual:  # Goyal et al. 2017: each block starts as the identity
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-    def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every captured representation for a batch, in `layer_info` order (logits last)."""
-        x = self.stem(x)
-        out = [x]
-        for stage in self.stages:
-            for block in stage:
-                x = block(x)
-                out.append(x)
-        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 64k)
-        out.append(pooled)
-        out.append(self.fc(pooled))  # (B, num_classes)
-        return out
-
-    def inference_copy(self) -> CifarResNet:
-        """A copy for probing only: BatchNorm folded into each convolution, channels_last.
-
-        Same function as the model in eval mode, to float rounding (~1e-6 relative); its
-        forward passes run 1.2-1.4x faster on the 2-core dev machine (ResNet-20 and -32 on
-        3x32x32 inputs, benchmarks/RESULTS.md). Outputs are channels_last: flatten them in
-        memory order (the CKA engine does). It has no BatchNorm left, so it cannot be trained.
-        """
-        fused = copy.deepcopy(self).eval()
-        fused.stem = nn.Sequential(fuse_conv_bn_eval(fused.stem[0], fused.stem[1]), nn.ReLU())
-        for block in fused.modules():
-            if isinstance(block, BasicBlock):
-                block.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
-                block.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
-                block.bn1, block.bn2 = nn.Identity(), nn.Identity()
-            if isinstance(block, (BasicBlock, ShortcutOnly)) and isinstance(block.shortcut, nn.Sequential):
-                block.shortcut = fuse_conv_bn_eval(*block.shortcut)
-        return fused.to(memory_format=torch.channels_last)
-
-    def residual_blocks(self) -> list[str]:
-        """Every residual block, by layer name: stage1.block0 ... stage3.block{n-1}."""
-        return [f"stage{s + 1}.block{b}" for s in range(3) for b in range(self.n_blocks)]
-
-    def without_block(self, name: str) -> CifarResNet:
-        """A copy with block `name`'s residual branch removed (`ShortcutOnly`); same layers."""
-        if name not in self.residual_blocks():
-            raise ValueError(f"no residual block '{name}'; blocks are {', '.join(self.residual_blocks())}")
-        stage, block = (int(part[len(prefix):]) for part, prefix in zip(name.split("."), ("stage", "block")))
-        cut = copy.deepcopy(self)
-        cut.stages[stage - 1][block] = ShortcutOnly(cut.stages[stage - 1][block])
-        return cut
-
-    def layer_info(self, input_shape: tuple[int, int, int]) -> list[LayerInfo]:
-        """Metadata of every captured layer for inputs of shape (channels, height, width)."""
-        with torch.no_grad():
-            was_training = self.training
-            self.eval()
-            param = next(self.parameters())
-            probe = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
-            dims = [t[0].numel() for t in self.forward_layers(probe)]
-            self.train(was_training)
-        info = [LayerInfo(0, "stem", "stem", 0, 0, dims[0])]
-        for s in range(3):
-            for b in range(self.n_blocks):
-                i = len(info)
-                info.append(LayerInfo(i, f"stage{s + 1}.block{b}", "block", s + 1, b, dims[i]))
-        info.append(LayerInfo(len(info), "pool", "pool", 4, 0, dims[-2]))
-        info.append(LayerInfo(len(info), "logits", "logits", 4, 0, dims[-1]))
-        return info
+        self._init_weights(zero_init_residual)
 
 
 class CifarResNetFamily(ModelFamily):
     """The CIFAR ResNets of He et al. (2016), depth 6n+2, width multiplier k."""
 
     name = "cifar_resnet"
+    default_arch = (20.0, 1.0)
 
-    def arch_problem(self, depth: int, width: int) -> tuple[str, str] | None:
-        if depth < 8 or (depth - 2) % 6:
-            return "depth", "6n+2 with n >= 1 (8, 14, 20, 26, 32, 38, 44, 56, 110, ...)"
-        if width < 1:
-            return "width", "a positive integer width multiplier"
+    def arch_problem(self, config: ModelConfig) -> tuple[str, str] | None:
+        depth, width = config.depth, config.width
+        if depth != int(depth) or not 8 <= depth <= 2000 or (depth - 2) % 6:  # the paper's deepest is 110
+            return "depth", "6n+2 with n >= 1, at most 2,000 (8, 14, 20, 26, 32, 38, 44, 56, 110, ...)"
+        if width != int(width) or not 1 <= width <= 64:  # 64k channels at width 1, 4,096 at 64
+            return "width", "an integer width multiplier from 1 to 64"
         return None
 
     def build(self, config: ModelConfig) -> CifarResNet:

@@ -4,8 +4,10 @@ The computations live in `analysis/` (pure functions of arrays and frames); this
 says what each one reads and writes and in which order they run (`STEPS`):
 
 1. with the tiles, per trial: linear probes (`probes`) and block deletion (`deletion`);
-2. derived from the tables: class_accuracy and disagreement (analysis/predictions.py), blocks
-   (analysis/blocks.py), example_stats, example_disagreement and class_diff (analysis/errors.py);
+2. derived from the tables: the trials that did not train, marked in `trials`
+   (analysis/quality.py), class_accuracy and disagreement (analysis/predictions.py), blocks
+   (analysis/blocks.py) and each block's contrast with and without its first PC
+   (`pc1_removal`), example_stats, example_disagreement and class_diff (analysis/errors.py);
 3. per trial with a block: the block without its dominant datapoints (`dominant_removal`);
 4. derived: dominant_overlap (analysis/dominance.py), then findings (analysis/findings.py).
 """
@@ -16,8 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from repsweep.analysis import blocks, deletion, dominance, errors, findings, predictions, probes
+from repsweep.analysis import blocks, deletion, dominance, errors, findings, predictions, probes, quality
 from repsweep.analysis.store import SweepStore
+from repsweep.analysis.stream import batches, in_order
 from repsweep.models import RepresentationModel
 from repsweep.orchestrator.data import Dataset, fraction_indices
 from repsweep.orchestrator.grid import TrialConfig
@@ -40,14 +43,20 @@ def _done_trials(store: SweepStore, plan: Plan) -> pd.DataFrame:
     return trials[trials["trial_id"].isin(plan.n_layers)]
 
 
+def _kept_trials(store: SweepStore, plan: Plan) -> pd.DataFrame:
+    """The finished trials the statistics rest on: those that trained (not `excluded`, analysis/quality.py)."""
+    trials = _done_trials(store, plan)
+    return trials[~trials["excluded"].fillna(False).astype(bool)]
+
+
 # -------------------------------------------------------------------- per-trial stages
 
 @torch.inference_mode()
 def _features(model: RepresentationModel, x: torch.Tensor, layers: range) -> list[tuple[np.ndarray, str]]:
     """Features of the given layers for x, each pooled by probes.pool_features (at most 1,024 per example)."""
     fast = model.inference_copy()
-    chunks = [[probes.pool_features(a.float().cpu().numpy()) for a in fast.forward_layers(x[s:s + FEATURE_BATCH])[
-        layers.start:layers.stop]] for s in range(0, len(x), FEATURE_BATCH)]  # [batch][layer] -> (features, pooling)
+    chunks = [[probes.pool_features(a.float().cpu().numpy()) for a in fast.forward_layers(xb)[layers.start:layers.stop]]
+              for xb in batches(x, in_order(len(x), FEATURE_BATCH))]  # [batch][layer] -> (features, pooling)
     return [(np.concatenate([c[i][0] for c in chunks]), chunks[0][i][1]) for i in range(len(layers))]
 
 
@@ -81,38 +90,50 @@ def _deletion(model: RepresentationModel, data: Dataset, trial: TrialConfig, spe
     return rows.assign(trial_id=trial.trial_id)
 
 
-def _central_blocks(store: SweepStore, plan: Plan) -> pd.DataFrame:
-    """The blocks found at the central threshold, one row per trial that has one."""
+def _central_blocks(store: SweepStore, plan: Plan, spec: SweepSpec) -> pd.DataFrame:
+    """The runs found at findings.block_threshold, one row per trial that has one (`carried_by_pc1`
+    tells the paper's blocks from runs of alike layers)."""
     found = store.read_table("blocks")
-    found = found[(found["threshold"] == blocks.CENTRAL_THRESHOLD) & found["found"]]
+    found = found[(found["threshold"] == spec.findings.block_threshold) & found["found"]]
     return found[found["trial_id"].isin(plan.n_layers)]
 
 
-def _with_block(store: SweepStore, plan: Plan) -> list[str]:
-    return list(_central_blocks(store, plan)["trial_id"])
+def _pc_blocks(store: SweepStore, plan: Plan, spec: SweepSpec) -> pd.DataFrame:
+    """The blocks carried by a dominant first PC, of trials that trained: the first-PC claims' units."""
+    found = _central_blocks(store, plan, spec)
+    found = found[found["carried_by_pc1"].fillna(False).astype(bool)]
+    return found[found["trial_id"].isin(_kept_trials(store, plan)["trial_id"])]
+
+
+def _with_block(store: SweepStore, plan: Plan, spec: SweepSpec) -> list[str]:
+    return list(_central_blocks(store, plan, spec)["trial_id"])
 
 
 def _dominant_removal(model: RepresentationModel, data: Dataset, trial: TrialConfig, spec: SweepSpec,
                       store: SweepStore) -> pd.DataFrame:
     """The block's CKA on the probe set without its dominant examples, and without random ones."""
     block = store.read_part("blocks", trial.trial_id)
-    block = block[(block["threshold"] == blocks.CENTRAL_THRESHOLD) & block["found"]].iloc[0]
+    threshold = spec.findings.block_threshold
+    block = block[(block["threshold"] == threshold) & block["found"]].iloc[0]
     start, end = int(block["start"]), int(block["end"])
     dominant = store.read_table("dominant")
     k = spec.compare.dominant
     top = dominance.block_dominant_set(dominant[dominant["trial_id"] == trial.trial_id], range(start, end + 1), k)
     x, _ = _probe_set(data, spec)
+    if len(x) - len(top) < 4:  # analysis.cka.MIN_BATCH: too few examples left for one minibatch
+        raise ValueError(f"compare.dominant ({k}) leaves {len(x) - len(top)} of the probe set's {len(x)} examples; "
+                         f"lower compare.dominant or use more test examples")
     others = np.setdiff1d(np.arange(len(x)), top)
     random = np.random.default_rng(trial.seed).choice(others, size=min(len(top), len(others)), replace=False)
     c = spec.compare
     run = lambda removed: dominance.block_cka_without(model, x, start, end, list(removed),  # noqa: E731
                                                       batch_size=c.batch_size, passes=c.passes)
     full, without, control = run([]), run(top), run(random)
-    return pd.DataFrame([{"trial_id": trial.trial_id, "threshold": blocks.CENTRAL_THRESHOLD, "start": start,
-                          "end": end, "n_removed": len(top), "inside": full["inside"],
-                          "inside_without_dominant": without["inside"], "inside_without_random": control["inside"],
-                          "before": full["before"], "before_without_dominant": without["before"],
-                          "before_without_random": control["before"]}])
+    return pd.DataFrame([{"trial_id": trial.trial_id, "threshold": threshold, "start": start,
+                          "end": end, "n_removed": len(top),
+                          **{f"{stat}{suffix}": out[stat] for stat in ("inside", "before", "outside")
+                             for suffix, out in (("", full), ("_without_dominant", without),
+                                                 ("_without_random", control))}}])
 
 
 PROBES = TrialStage("probes", _probes, enabled=lambda spec: spec.compare.probes)
@@ -121,6 +142,16 @@ DOMINANT_REMOVAL = TrialStage("dominant_removal", _dominant_removal, select=_wit
 
 
 # ---------------------------------------------------------------------- derived tables
+
+def _trial_quality(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
+    """Each finished trial's row of `trials`, with `excluded` and its reason set (analysis/quality.py)."""
+    trials = _done_trials(store, plan)
+    f = spec.findings
+    flags = quality.flag_trials(trials, outlier_ratio=f.outlier_ratio, outlier_gap=f.outlier_gap,
+                                min_test_acc=f.min_test_acc).set_index("trial_id")
+    marked = trials.drop(columns=["excluded", "exclusion_reason"]).join(flags, on="trial_id")
+    return {row["trial_id"]: marked.loc[[i]] for i, row in marked.iterrows()}
+
 
 def _class_accuracy(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
     preds = store.read_table("predictions")
@@ -134,50 +165,81 @@ def _disagreement(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, p
 
 
 def _blocks(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
-    cka = store.read_table("cka")
-    within = dict(tuple(cka[cka["trial_a"] == cka["trial_b"]].groupby("trial_a")))  # one pass, not one per trial
+    within = _within_matrices(store.read_table("cka"), "cka", plan.n_layers)
     pc1_of = dict(tuple(store.read_table("pca").groupby("trial_id")))
     out = {}
-    for tid, n in plan.n_layers.items():
-        rows = within.get(tid)
-        if rows is None or len(rows) != n * n or tid not in pc1_of:  # its tile has not run (or failed)
+    for tid, matrix in within.items():
+        if tid not in pc1_of:  # its tile has not run (or failed)
             continue
-        matrix = np.full((n, n), np.nan)
-        matrix[rows["layer_a"], rows["layer_b"]] = rows["cka"]
-        pc1 = pc1_of[tid].set_index("layer")["pc1_fraction"].reindex(range(n)).to_numpy()
-        out[tid] = blocks.find_blocks(matrix, pc1).assign(trial_id=tid)
+        pc1 = pc1_of[tid].set_index("layer")["pc1_fraction"].reindex(range(len(matrix))).to_numpy()
+        f = spec.findings
+        found = blocks.find_blocks(matrix, pc1, thresholds=sorted({*blocks.THRESHOLDS, f.block_threshold}),
+                                   min_size=f.block_min_layers)
+        out[tid] = found.assign(trial_id=tid, carried_by_pc1=found["found"]
+                                & (found["pc1_inside"] >= f.dominant_pc1))
+    return out
+
+
+def _within_matrices(table: pd.DataFrame, column: str, n_layers: dict[str, int]) -> dict[str, np.ndarray]:
+    """Each trial's (L, L) within-model matrix of `column` from a cka-like table (trials with every pair)."""
+    out = {}
+    for tid, rows in table[table["trial_a"] == table["trial_b"]].groupby("trial_a"):  # one pass, not one per trial
+        n = n_layers.get(tid)
+        if n is not None and len(rows) == n * n:
+            matrix = np.full((n, n), np.nan)
+            matrix[rows["layer_a"], rows["layer_b"]] = rows[column]
+            out[tid] = matrix
+    return out
+
+
+def _pc1_removal(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
+    """Per trial, the contrast of its block (or, without one, of the layers where the blocks lie) with
+    and without each layer's first PC (analysis/blocks.py: span_contrast)."""
+    with_pc1 = _within_matrices(store.read_table("cka"), "cka", plan.n_layers)
+    without = _within_matrices(store.read_table("pc1_pairs"), "cka_without_pc1", plan.n_layers)
+    spans = blocks.pc1_spans(store.read_table("blocks"), plan.n_layers, threshold=spec.findings.block_threshold)
+    out = {}
+    for tid, (role, start, end) in spans.items():
+        if tid not in with_pc1 or tid not in without:
+            continue
+        a, b = blocks.span_contrast(with_pc1[tid], start, end), blocks.span_contrast(without[tid], start, end)
+        out[tid] = pd.DataFrame([{"trial_id": tid, "role": role, "start": start, "end": end, **a,
+                                  **{f"{k}_without_pc1": v for k, v in b.items()}}])
     return out
 
 
 def _errors(kind: str):
     def compute(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
-        trials = _done_trials(store, plan)[["trial_id", "arch", "data_fraction", "seed"]]
+        trials = _kept_trials(store, plan)[["trial_id", "arch", "data_fraction", "seed"]]
         if kind == "class_diff":
             acc = store.read_table("class_accuracy")
-            return {"all": errors.class_diff(acc[acc["trial_id"].isin(trials["trial_id"])], trials)}
+            return {"all": errors.class_diff(acc[acc["trial_id"].isin(trials["trial_id"])], trials,
+                                             alpha=1 - spec.findings.confidence)}
         preds = store.read_table("predictions")
         preds = preds[preds["trial_id"].isin(trials["trial_id"])]
-        fn = errors.example_stats if kind == "example_stats" else errors.example_disagreement
-        return {"all": fn(preds, trials)}
+        if kind == "example_stats":
+            return {"all": errors.example_stats(preds, trials)}
+        return {"all": errors.example_disagreement(preds, trials, confidence=spec.findings.confidence)}
     return compute
 
 
 def _dominant_overlap(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
-    trials = _done_trials(store, plan)
-    return {"all": dominance.dominant_overlap(store.read_table("dominant"), _central_blocks(store, plan),
-                                              trials, spec.compare.dominant)}
+    return {"all": dominance.dominant_overlap(store.read_table("dominant"), _pc_blocks(store, plan, spec),
+                                              _kept_trials(store, plan), spec.compare.dominant)}
 
 
 def _findings(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
     tables = {t: store.read_table(t) for t in findings.INPUTS}
     tables["trials"] = _done_trials(store, plan)
-    return {"all": findings.findings(tables)}
+    return {"all": findings.findings(tables, spec.findings)}
 
 
 STEPS: tuple[Step, ...] = (
     Step(trial_stages=(PROBES, DELETION), derived=(
+        DerivedTable("trials", _trial_quality),
         DerivedTable("class_accuracy", _class_accuracy), DerivedTable("disagreement", _disagreement),
-        DerivedTable("blocks", _blocks), DerivedTable("example_stats", _errors("example_stats")),
+        DerivedTable("blocks", _blocks), DerivedTable("pc1_removal", _pc1_removal),
+        DerivedTable("example_stats", _errors("example_stats")),
         DerivedTable("example_disagreement", _errors("example_disagreement")),
         DerivedTable("class_diff", _errors("class_diff")))),
     Step(trial_stages=(DOMINANT_REMOVAL,), derived=(

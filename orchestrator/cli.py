@@ -12,7 +12,7 @@
     repsweep report SWEEP      the self-contained HTML report: findings first, then every chart
     repsweep demo              run the demo sweep (examples/demo.yaml) end to end on the bundled digits
 
-`run` and `demo` train, compare and write the report; the demo takes about 6 minutes on 2 cores.
+`run` and `demo` train, compare and write the report; the demo takes about 10 minutes on 2 cores.
 
 SWEEP is the folder (or URI) a run created: <storage>/<name>, e.g. ./repsweep-results/demo.
 Bad input ends with one line on stderr and exit code 2; nothing is written before the spec
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 import typing
@@ -108,10 +109,12 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
 
     from repsweep.analysis.findings import lines
     from repsweep.analysis.query import open_results
+    from repsweep.orchestrator.space import reported
 
     for line in lines(open_results(store).table("findings").sort_values("claim")):
         print(line)
-    print(f"report: {write_report(store)}")
+    with reported(store, "the report"):
+        print(f"report: {write_report(store)}")
     print(f"tables: {store.uri_of('tables')}")
     print(f"next:   repsweep status {store.uri}    (repsweep findings {store.uri}: the claims again)")
     print(f'        repsweep query {store.uri} "SELECT depth, width, data_fraction, test_acc FROM trials"')
@@ -120,9 +123,11 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
 
 def _compare(spec: Any, store: Any) -> int:
     from repsweep.orchestrator.compare import compare
+    from repsweep.orchestrator.space import reported
 
     t0 = time.perf_counter()
-    out = compare(spec, store, progress=comparison_progress)
+    with reported(store, "the comparison"):
+        out = compare(spec, store, progress=comparison_progress)
     for key, err in out["failed"].items():
         print(f"  failed {key}: {err}")
     failed_tiles = sum(k.startswith("tile ") for k in out["failed"])
@@ -179,6 +184,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(st[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for _, r in st[st["error"].notna()].iterrows():  # why a trial failed, or how it resumed
         print(f"  {r['status']} {r['trial_id']}: {r['error']}")
+    for _, r in st[st["exclusion_reason"].notna()].iterrows():  # set by the comparison (analysis/quality.py)
+        print(f"  excluded from the findings {r['trial_id']}: {r['exclusion_reason']}")
     return 0
 
 
@@ -214,10 +221,13 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     from repsweep.analysis.query import open_results
 
-    df = open_results(args.sweep).sql(args.sql)
-    if args.format == "csv":
-        df.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
+    res = open_results(args.sweep, max_rows=args.limit_rows, max_bytes=args.limit_bytes)
+    if args.format == "csv":  # streamed: one batch in memory at a time
+        for i, batch in enumerate(res.sql_batches(args.sql)):
+            batch.to_pandas().to_csv(sys.stdout, index=False, header=i == 0)
+        return 0
+    df = res.sql(args.sql)
+    if args.format == "json":
         print(df.to_json(orient="records", date_format="iso", indent=1))
     else:
         with pd.option_context("display.width", 250, "display.max_rows", args.max_rows,
@@ -283,7 +293,11 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from repsweep.analysis.query import MAX_RESULT_BYTES, MAX_RESULT_ROWS
+    from repsweep.orchestrator.sweep import package_version
+
     p = _Parser(prog="repsweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"repsweep {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     addr = dict(default=None, help="Ray cluster address (default: start Ray locally)")
     s = sub.add_parser("run", help="train (and compare) the sweep a YAML spec describes")
@@ -317,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sql", help='e.g. "SELECT depth, width, avg(test_acc) FROM trials GROUP BY ALL"')
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("--max-rows", type=_positive_int, default=100, help="rows an aligned table shows (default 100)")
+    s.add_argument("--limit-rows", type=_positive_int, default=MAX_RESULT_ROWS,
+                   help=f"rows a result may have (default {MAX_RESULT_ROWS:,}); more is refused in one line")
+    s.add_argument("--limit-bytes", type=_positive_int, default=MAX_RESULT_BYTES,
+                   help=f"bytes a result may hold (default {MAX_RESULT_BYTES:,}; with --format csv, per streamed batch)")
     s.set_defaults(func=cmd_query)
     from repsweep.analysis.charts import CHARTS  # light: Altair is imported when a chart is drawn
 
@@ -347,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     from repsweep.orchestrator.spec import SpecError
 
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)  # what Ray Jobs and schedulers send: ends as Ctrl-C does
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
@@ -362,6 +381,41 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:
+        library = _raised_in(e)
+        if library is None or os.environ.get("REPSWEEP_TRACEBACK"):
+            raise  # repsweep's own bug: the traceback is what a report needs
+        print(f"repsweep: error: {library}: {_one_line(e)} (REPSWEEP_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM: raise KeyboardInterrupt, so the driver ends its Ray and says how to resume."""
+    raise KeyboardInterrupt
+
+
+LIBRARIES = ("pyarrow", "duckdb", "ray", "torch", "torchvision", "altair", "vl_convert", "yaml")
+
+
+def _raised_in(e: BaseException) -> str | None:
+    """The library (of LIBRARIES) that raised `e`: the innermost frame of it or of repsweep decides
+    (None for repsweep's own code), else the module of the exception's type."""
+    tb, library = e.__traceback__, None
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0]
+        if module == "repsweep":
+            library = None
+        elif module in LIBRARIES:
+            library = module
+        tb = tb.tb_next
+    return library or next((n for n in LIBRARIES if type(e).__module__.split(".")[0].lstrip("_") == n), None)
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """The exception's first non-empty line, cut to `limit` characters."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = f"{type(e).__name__}: {lines[0] if lines else '(no message)'}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 if __name__ == "__main__":

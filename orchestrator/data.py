@@ -5,12 +5,13 @@
 - `cifar10` / `cifar100`: read from `root` in torchvision's on-disk format
   (`cifar-10-batches-py/` or `cifar-100-python/`) with an unpickler that admits only the
   dicts, lists, strings and NumPy arrays the format holds; nothing is downloaded.
-- `imagefolder`: `root/train/<class>/*` and `root/test/<class>/*` (or `val/`), resized to
-  `image_size` and held in memory.
+- `imagefolder`: `root/train/<class>/*` and `root/test/<class>/*` (or `val/`), streamed from
+  disk (`orchestrator/imagefolder.py`): decoded by DataLoader workers, never held whole.
 
-Images are standardised with the training set's per-channel mean and std. The training set
-is moved to the training device once; augmentation (random crop with padding, horizontal
-flip) runs there on whole batches, so the training loop does no per-image Python work.
+Held images are standardised with the training set's per-channel mean and std and moved to the
+training device once; augmentation (random crop with padding, horizontal flip) runs there on
+whole batches, so the training loop does no per-image Python work. Streamed images get the
+ImageNet recipe (random-resized crops while they are decoded, the flip on the device).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from repsweep.orchestrator.imagefolder import ImageFiles, UnreadableImage, image_stats, list_split
 from repsweep.orchestrator.spec import DatasetSpec, SpecError
 
 DIGITS_TEST = 360  # held-out digits: 20% of 1,797, stratified, split seed 0
@@ -32,12 +34,13 @@ DIGITS_TEST = 360  # held-out digits: 20% of 1,797, stratified, split seed 0
 
 @dataclass
 class Dataset:
-    """A train/test split as float tensors (N, C, H, W), standardised, and int64 labels."""
+    """A train/test split: images (N, C, H, W), standardised, held as float tensors or streamed
+    from disk (`ImageFiles`), and int64 labels (always held)."""
 
     name: str
-    x_train: torch.Tensor
+    x_train: torch.Tensor | ImageFiles
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: torch.Tensor | ImageFiles
     y_test: torch.Tensor
     num_classes: int
     flip: bool  # horizontal flips are label-preserving (not for digits)
@@ -45,6 +48,13 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # (C, H, W)
+
+    def training_images(self, augment: bool, seed: int) -> tuple[torch.Tensor | ImageFiles, int]:
+        """The training images one epoch reads, and the padding of the random crop left to `augment`
+        on the device: H/8 for held images (4 px for CIFAR), 0 for streamed ones (cropped as decoded)."""
+        if isinstance(self.x_train, ImageFiles):
+            return (self.x_train.augmented(seed) if augment else self.x_train), 0
+        return self.x_train, self.input_shape[1] // 8
 
     def to(self, device: torch.device | str) -> Dataset:
         return Dataset(self.name, self.x_train.to(device), self.y_train.to(device),
@@ -61,7 +71,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     elif spec.name in ("cifar10", "cifar100"):
         x_tr, y_tr, x_te, y_te, k = _cifar(spec.name, _root(spec))
     else:
-        x_tr, y_tr, x_te, y_te, k = _imagefolder(_root(spec), spec.image_size)
+        return _imagefolder(_root(spec), spec.image_size)
     mean = x_tr.mean(axis=(0, 2, 3), keepdims=True)  # (1, C, 1, 1)
     std = x_tr.std(axis=(0, 2, 3), keepdims=True) + 1e-8
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
@@ -160,35 +170,23 @@ def _cifar(name: str, root: str) -> tuple:
     return x_tr, y_tr, x_te, y_te, classes
 
 
-def _imagefolder(root: str, size: int) -> tuple:
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
-
+def _imagefolder(root: str, size: int) -> Dataset:
+    """The folder's files and labels (images stay on disk), standardised by a sample's statistics."""
     test_dir = next((os.path.join(root, d) for d in ("test", "val") if os.path.isdir(os.path.join(root, d))), None)
     if not os.path.isdir(os.path.join(root, "train")) or test_dir is None:
         raise SpecError(f"dataset.root '{root}': expected 'train/<class>/' and 'test/<class>/' (or 'val/') folders of images")
-    tf = v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float64, scale=True)])
-
-    def read(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        try:
-            ds = ImageFolder(path, transform=tf)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise SpecError(f"dataset.root '{root}': {e}") from e
-        images = []
-        for i, (file, _) in enumerate(ds.samples):
-            try:
-                images.append(ds[i][0])
-            except Exception as e:  # PIL raises UnidentifiedImageError, OSError, ... for a damaged file
-                raise SpecError(f"dataset.root '{root}': image '{file}' cannot be read ({type(e).__name__}); "
-                                f"remove or replace it") from e
-        x = torch.stack(images).numpy()  # (N, C, size, size), once at load
-        return x, np.array(ds.targets), ds.classes
-
-    x_tr, y_tr, classes = read(os.path.join(root, "train"))
-    x_te, y_te, test_classes = read(test_dir)
+    (train, y_tr, classes), (test, y_te, test_classes) = list_split(os.path.join(root, "train")), list_split(test_dir)
+    for split, files in (("train", train), (test_dir, test)):
+        if not files:
+            raise SpecError(f"dataset.root '{root}': no images under '{os.path.join(root, split)}/<class>/'")
     if test_classes != classes:
         raise SpecError(f"dataset.root '{root}': train classes {classes} differ from test classes {test_classes}")
-    return x_tr, y_tr, x_te, y_te, len(classes)
+    try:
+        mean, std = image_stats(train, size)
+    except UnreadableImage as e:
+        raise SpecError(f"dataset.root '{root}': {e}") from None
+    return Dataset("imagefolder", ImageFiles(tuple(train), size, False, mean, std), torch.from_numpy(y_tr),
+                   ImageFiles(tuple(test), size, False, mean, std), torch.from_numpy(y_te), len(classes), flip=True)
 
 
 # ------------------------------------------------------------------------- fractions

@@ -19,11 +19,17 @@ from typing import Any
 
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import get_family
-from repsweep.orchestrator.spec import AXES, DatasetSpec, ModelSpec, SweepSpec, TrainingSpec
+from repsweep.orchestrator.spec import AXES, DatasetSpec, ModelSpec, SweepSpec, TrainingSpec, plain_number
 
 # Section fields become columns named <prefix><field>; a field called `name` is the column
 # `<section>` (dataset.name -> dataset). Grid axes are columns of their own name.
 _SECTIONS = {"model": "model_", "dataset": "dataset_", "training": ""}
+
+
+# fields added after sweeps were run: at these defaults they leave trial ids as they were
+# (every model field but the family came with the families past CIFAR)
+_ADDED_LATER = {"training": {"min_steps": 0},
+                "model": {f.name: f.default for f in dataclasses.fields(ModelSpec) if f.name != "family"}}
 
 
 def _column(section: str, name: str) -> str:
@@ -34,8 +40,8 @@ def _column(section: str, name: str) -> str:
 class TrialConfig:
     """Everything one trial needs: its grid point, the model family, the training recipe, the data."""
 
-    depth: int
-    width: int
+    depth: float
+    width: float
     data_fraction: float
     seed: int
     model: ModelSpec
@@ -49,8 +55,12 @@ class TrialConfig:
         The dataset root is left out: moving the data does not change the model.
         """
         identity = {a: getattr(self, a) for a in AXES}
-        identity["model"] = dataclasses.asdict(self.model)
-        identity["training"] = dataclasses.asdict(self.training)
+        for axis in ("depth", "width"):  # integers before fractional multipliers existed: 20, not 20.0
+            identity[axis] = plain_number(identity[axis])
+        for section in ("model", "training"):
+            later = _ADDED_LATER[section]
+            identity[section] = {k: v for k, v in dataclasses.asdict(getattr(self, section)).items()
+                                 if not (k in later and v == later[k])}
         identity["dataset"] = {k: v for k, v in dataclasses.asdict(self.dataset).items() if k != "root"}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.arch}-f{self.data_fraction:g}-s{self.seed}-{digest}"
@@ -58,12 +68,13 @@ class TrialConfig:
     @property
     def arch(self) -> str:
         """The architecture's label, spelled by its family (e.g. 'd56-w2')."""
-        return get_family(self.model.family).label(self.depth, self.width)
+        return get_family(self.model.family).label(self.model_config(0, 0))
 
     def model_config(self, in_channels: int, num_classes: int) -> ModelConfig:
         """What the model family builds for this trial, on data of these shapes."""
         return ModelConfig(self.model.family, self.depth, self.width, in_channels, num_classes,
-                           zero_init_residual=self.training.zero_init_residual)
+                           zero_init_residual=self.training.zero_init_residual, scale=self.model.scale,
+                           name=self.model.name, tokens=self.model.tokens)
 
     @classmethod
     def config_columns(cls) -> list[tuple[str, Any]]:
@@ -92,9 +103,9 @@ class TrialConfig:
 
 
 def expand_grid(spec: SweepSpec) -> list[TrialConfig]:
-    """All grid points, in axis order (depth, width, data_fraction, seed)."""
-    axes = [getattr(spec.grid, a) for a in AXES]
-    return [
-        TrialConfig(**dict(zip(AXES, point)), model=spec.model, training=spec.training, dataset=spec.dataset)
-        for point in itertools.product(*axes)
-    ]
+    """All grid points, in axis order (model_name, depth, width, data_fraction, seed), sub-grid after
+    sub-grid; a point already listed by an earlier sub-grid is not listed again."""
+    points = dict.fromkeys(point for g in spec.grid
+                           for point in itertools.product(g.model_name or [spec.model.name], *(getattr(g, a) for a in AXES)))
+    return [TrialConfig(**dict(zip(AXES, point[1:])), model=dataclasses.replace(spec.model, name=point[0]),
+                        training=spec.training, dataset=spec.dataset) for point in points]

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -35,12 +36,16 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    on_term = signal.getsignal(signal.SIGTERM)
     if joins_cluster(address):
         ray.init(address=address, **kwargs)
-        return
-    if process_start(os.getpid()):  # Linux: /proc tells who carries the token
-        _start_reaper()  # a token of its own, even where one was inherited from a parent driver
-    ray.init(include_dashboard=False, **kwargs)
+    else:
+        if process_start(os.getpid()):  # Linux: /proc tells who carries the token
+            _start_reaper()  # a token of its own, even where one was inherited from a parent driver
+        ray.init(include_dashboard=False, **kwargs)
+    if callable(on_term) and threading.current_thread() is threading.main_thread():
+        # ray.init puts its own handler on SIGTERM (a stack dump, then abort): the driver's goes back
+        signal.signal(signal.SIGTERM, on_term)
 
 
 def joins_cluster(address: str | None) -> bool:

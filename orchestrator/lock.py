@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 
 from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.local_ray import process_start
+from repsweep.orchestrator.space import reported
 from repsweep.orchestrator.spec import SpecError
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ def hold_sweep(store: SweepStore, command: str) -> Iterator[Claim]:
     mine = Claim(token=f"{int(now * 1000):013d}-{uuid.uuid4().hex[:8]}", command=command,
                  host=socket.gethostname(), pid=os.getpid(), pid_start=process_start(os.getpid()),
                  started=now, heartbeat=now, job_id=os.environ.get(JOB_ENV, ""))
-    _write(store, mine)
+    with reported(store, "the driver's claim on the sweep"):
+        _write(store, mine)
     try:
         live = []
         for c in claims(store):  # one listing: clear the dead, then the oldest live claim holds

@@ -30,8 +30,9 @@ class TrialProgress:
                 return self.bar
 
             def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-                epochs = trial.config["trial"]["training"]["epochs"]
-                self.last[trial.trial_id] = f"{trial}: epoch {result.get('epoch')}/{epochs}"
+                training = trial.config["trial"]["training"]
+                of = "" if training.get("min_steps") else f"/{training['epochs']}"  # min_steps: more on a subset
+                self.last[trial.trial_id] = f"{trial}: epoch {result.get('epoch')}{of}"
                 running = sum(t.status == "RUNNING" for t in trials)
                 self._bar().set_postfix_str(f"{running} running | {self.last[trial.trial_id]}"
                                             f" loss {result.get('train_loss', float('nan')):.3f}")

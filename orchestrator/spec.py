@@ -10,15 +10,20 @@ import dataclasses
 import itertools
 import math
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import FAMILIES, get_family
+
+if TYPE_CHECKING:
+    from repsweep.analysis.location import Location
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 PAIR_KINDS = ("within", "cross_seed", "cross_arch", "all")
@@ -34,14 +39,19 @@ MAX_SEED = 2**31 - 1  # seeds NumPy, torch and the per-epoch stream (seed * 1,00
 MAX_INT = 2**63 - 1  # the tables' int64 columns
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def shorten(value: Any, limit: int = 80) -> str:
     """repr(value), cut to `limit` characters: an error message stays one short line whatever the input."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _fail(name: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise SpecError(f"spec field '{name}': got {_short(value)}, expected {allowed}")
+    raise SpecError(f"spec field '{name}': got {shorten(value)}, expected {allowed}")
+
+
+def plain_number(x: float) -> float | int:
+    """A whole number as an int (the grid's 20, not 20.0): in messages and in trial ids."""
+    return int(x) if float(x).is_integer() else x
 
 
 @dataclass(frozen=True)
@@ -64,16 +74,25 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class GridSpec:
-    """The axes of the sweep; each holds one value or a list. Trials = their product."""
+    """The axes of one grid; each holds one value or a list. Its trials = their product.
 
-    depth: list[int] = field(default_factory=lambda: [20])  # 6n+2: 8, 14, 20, 26, ...
-    width: list[int] = field(default_factory=lambda: [1])  # multiplier k: 16k/32k/64k channels
+    A spec's `grid` is one such mapping, or a list of them: the sweep is then the union of
+    the sub-grids (e.g. a depth series at width 1 plus a width series at one depth), a point
+    that two sub-grids share counted once.
+    """
+
+    # left out: the family's default (cifar_resnet 20 and 1, the others 1 and 1)
+    depth: list[float] | None = None  # cifar_resnet: 6n+2 layers; imagenet_resnet: a multiplier; torchvision: 1
+    width: list[float] | None = None  # a channel multiplier (cifar_resnet: 16k/32k/64k channels); torchvision: 1
     data_fraction: list[float] = field(default_factory=lambda: [1.0])  # of the training set
     seed: list[int] = field(default_factory=lambda: [0])  # init, data order, subset
+    model_name: list[str] | None = None  # torchvision: several models in one sweep (left out: model.name)
 
     def __post_init__(self) -> None:
-        for name in AXES:
+        for name in (*AXES, "model_name"):
             values = getattr(self, name)
+            if values is None:  # left out (depth, width, model_name): filled in by SweepSpec
+                continue
             if not values:
                 _fail(f"grid.{name}", values, "at least one value")
             if len(set(values)) != len(values):
@@ -84,26 +103,32 @@ class GridSpec:
         for s in self.seed:
             if not 0 <= s <= MAX_SEED:
                 _fail("grid.seed", s, f"an integer from 0 to {MAX_SEED:,}")
-        for d in self.depth:
-            if not 1 <= d <= 2000:  # layers; the paper's deepest is 110
-                _fail("grid.depth", d, "an integer from 1 to 2,000")
-        for w in self.width:
-            if not 1 <= w <= 64:  # channel multiplier: 64k channels at width 1, 4,096 at 64
-                _fail("grid.width", w, "an integer from 1 to 64")
+        for axis in ("depth", "width"):  # what each family builds is its own rule (SweepSpec checks it)
+            for v in getattr(self, axis) or []:
+                if not v > 0:
+                    _fail(f"grid.{axis}", v, "a positive number")
 
 
-AXES = tuple(f.name for f in dataclasses.fields(GridSpec))
+AXES = ("depth", "width", "data_fraction", "seed")  # a trial's numeric grid point (its columns, its id)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model family the grid's depth and width build (models/registry.py)."""
+    """Which model family the grid's depth and width build (models/registry.py), and its options."""
 
-    family: str = "cifar_resnet"  # CIFAR ResNets of depth 6n+2 and width multiplier k
+    family: str = "cifar_resnet"  # cifar_resnet (depth 6n+2, width k) | imagenet_resnet (multipliers of ResNet-50)
+    scale: str = "stage3"  # imagenet_resnet: depth and width multiply stage 3 only (the paper's default) | all
+    name: str = ""  # torchvision: the model's name in torchvision.models
+    tokens: str = "mean"  # torchvision transformers: each token layer compared as its mean | cls | flatten
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             _fail("model.family", self.family, f"one of {', '.join(FAMILIES)}")
+        family = FAMILIES[self.family]
+        for f in dataclasses.fields(self):
+            if f.name != "family" and f.name not in family.options and getattr(self, f.name) != f.default:
+                _fail(f"model.{f.name}", getattr(self, f.name),
+                      f"to be left out (model.family {self.family} does not use it)")
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,14 @@ class TrainingSpec:
     weight_decay: float = 5e-4  # L2 on all parameters
     warmup_epochs: float = 5.0  # linear warm-up; without it a deep, wide digits run diverged
     zero_init_residual: bool = False  # last BN of each block starts at gamma = 0 (a control)
+    min_steps: int = 0  # SGD steps at least: a small data fraction trains more epochs (warm-up scaled alike),
+    #                     so that it is trained, not cut short (40 epochs of 90 digits are 40 steps); 0: off
+
+    def epochs_for(self, n_train: int) -> tuple[int, float]:
+        """(epochs, warm-up epochs) on a training subset of n_train examples: `epochs`, or more to reach min_steps."""
+        steps_per_epoch = math.ceil(n_train / self.batch_size)
+        epochs = max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+        return epochs, self.warmup_epochs * epochs / self.epochs
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -131,6 +164,8 @@ class TrainingSpec:
             _fail("training.weight_decay", self.weight_decay, "a number >= 0")
         if not 0 <= self.warmup_epochs <= self.epochs:
             _fail("training.warmup_epochs", self.warmup_epochs, f"a number in [0, epochs={self.epochs}]")
+        if not 0 <= self.min_steps <= 10**7:  # 10 million steps: days of a GPU for the smallest model
+            _fail("training.min_steps", self.min_steps, "an integer from 0 (off) to 10,000,000")
 
 
 @dataclass(frozen=True)
@@ -186,37 +221,104 @@ class CompareSpec:
 
 
 @dataclass(frozen=True)
+class FindingsSpec:
+    """How the findings judge the study's claims (analysis/findings.py); none of it changes a trial.
+
+    Every verdict rests on a confidence interval over independent models (seeds), so the
+    settings here are the interval's level, the power behind "what would resolve it", the
+    rule that leaves out trials that did not train, and the few thresholds that define what
+    is measured (not how large an effect must be).
+    """
+
+    confidence: float = 0.95  # level of every interval; tests reject at 1 - confidence
+    block_threshold: float = 0.9  # CKA every pair of a block's layers reaches (analysis/blocks.py: the rule)
+    block_min_layers: int = 7  # fewest layers in a block: one more than the runs residual paths alone give
+    power: float = 0.8  # chance of showing an effect of the measured size, for the seeds a verdict would need
+    dominant_pc1: float = 0.5  # first-PC share of variance inside a block at which the PC is "dominant" (more
+    #                            than all others together; the paper's blocks: 0.6-0.9, Figure 3); below it the
+    #                            run of alike layers is reported, but the first-PC claims (3, 4, 6) do not use it
+    same_sets: float = 0.5  # Jaccard overlap at which two seeds' dominant sets count as the same (half their union)
+    similar_accuracy: float = 0.01  # wide and deep models within this test accuracy count as "similar" (claim 5)
+    outlier_ratio: float = 3.0  # a trial whose test error is over this many times the median of its
+    outlier_gap: float = 0.05   # configuration's other seeds, and this much accuracy below it, did not train
+    min_test_acc: float = 0.0  # and so does any trial below this test accuracy (0: no floor)
+
+    def __post_init__(self) -> None:
+        for name in ("confidence", "power"):
+            if not 0.5 <= getattr(self, name) < 1:
+                _fail(f"findings.{name}", getattr(self, name), "a probability in [0.5, 1), e.g. 0.95")
+        if not 0 < self.block_threshold <= 1:
+            _fail("findings.block_threshold", self.block_threshold, "a CKA level in (0, 1]")
+        if self.block_min_layers < 2:
+            _fail("findings.block_min_layers", self.block_min_layers, "an integer >= 2 (layers)")
+        for name in ("dominant_pc1", "same_sets", "similar_accuracy", "outlier_gap", "min_test_acc"):
+            if not 0 <= getattr(self, name) <= 1:
+                _fail(f"findings.{name}", getattr(self, name), "a number in [0, 1]")
+        if not self.outlier_ratio >= 1:
+            _fail("findings.outlier_ratio", self.outlier_ratio, "a number >= 1 (times the median test error)")
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     """A whole sweep: what to train, on what, with what, and where results go."""
 
     name: str
     model: ModelSpec = field(default_factory=ModelSpec)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
-    grid: GridSpec = field(default_factory=GridSpec)
+    grid: list[GridSpec] = field(default_factory=lambda: [GridSpec()])  # one grid, or a union of grids
     training: TrainingSpec = field(default_factory=TrainingSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     compare: CompareSpec = field(default_factory=CompareSpec)
+    findings: FindingsSpec = field(default_factory=FindingsSpec)
     storage: str = "./repsweep-results"  # local folder or URI (s3://, gs://, file://)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name):
             _fail("name", self.name, "1-64 letters, digits, '_', '.' or '-', starting alphanumeric")
-        if not self.storage:
-            _fail("storage", self.storage, "a folder path or a URI such as s3://bucket/prefix")
-        n_trials = math.prod(len(getattr(self.grid, a)) for a in AXES)
+        self.location  # noqa: B018 (parses storage: a bad one is refused before anything runs)
+        if not self.grid:
+            _fail("grid", self.grid, "a mapping of axes, or a list of such mappings (a union of grids)")
+        family = get_family(self.model.family)
+        d, w = family.default_arch
+        object.__setattr__(self, "grid", [dataclasses.replace(g, depth=g.depth or [d], width=g.width or [w])
+                                          for g in self.grid])  # the family's default where an axis is left out
+        n_trials = sum(math.prod(len(getattr(g, a)) for a in AXES) * len(g.model_name or [0]) for g in self.grid)
         if n_trials > MAX_TRIALS:
             _fail("grid", f"{n_trials:,} trials", f"at most {MAX_TRIALS:,} trials per sweep; split it into several sweeps")
-        family = get_family(self.model.family)
-        for depth, width in itertools.product(self.grid.depth, self.grid.width):
-            problem = family.arch_problem(depth, width)
-            if problem:
-                axis, allowed = problem
-                _fail(f"grid.{axis}", depth if axis == "depth" else width, f"{allowed} for model.family {family.name}")
+        channels, size = {"digits": (1, 8), "cifar10": (3, 32), "cifar100": (3, 32)}.get(
+            self.dataset.name, (3, self.dataset.image_size))  # an image folder's images are read as RGB
+        for g in self.grid:
+            if g.model_name is not None and "name" not in family.options:
+                _fail("grid.model_name", g.model_name, f"to be left out (model.family {family.name} has no model.name)")
+            for name, depth, width in itertools.product(g.model_name or [self.model.name], g.depth, g.width):
+                config = ModelConfig(family.name, depth, width, 0, 0, scale=self.model.scale, name=name,
+                                     tokens=self.model.tokens)
+                if problem := family.arch_problem(config):
+                    where, allowed = problem  # "depth" or "width" (grid axes) or "model.<option>"
+                    value = getattr(config, where.removeprefix("model."))
+                    _fail(where if where.startswith("model.") else f"grid.{where}",
+                          plain_number(value) if isinstance(value, float) else value,
+                          f"{allowed} for model.family {family.name}")
+                if wrong := family.input_problem(config, channels, size):
+                    _fail("dataset.image_size" if self.dataset.name == "imagefolder" else "dataset.name",
+                          size if self.dataset.name == "imagefolder" else self.dataset.name,
+                          f"{wrong} for model.family {family.name} (this dataset's are {channels} x {size} x {size})")
+
+    @property
+    def location(self) -> Location:
+        """Where this sweep's results live, <storage>/<name>, parsed (local paths made absolute)."""
+        from repsweep.analysis.location import parse_location  # imports the tables' schemas, which import this
+        from repsweep.analysis.schemas import TableError
+
+        try:
+            return parse_location(self.storage).join(self.name)
+        except TableError as e:
+            raise SpecError(str(e)) from None
 
     @property
     def sweep_uri(self) -> str:
-        """Where this sweep's results live: <storage>/<name>."""
-        return f"{self.storage.rstrip('/')}/{self.name}"
+        """Where this sweep's results live: <storage>/<name>, as a local path or a URI."""
+        return self.location.uri
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -245,6 +347,8 @@ def _convert(tp: Any, value: Any, name: str) -> Any:
             _fail(name, value, "true or false")
         return value
     if tp is int:
+        if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
+            value = int(value)  # 1e3 epochs: scientific notation, a whole number
         if isinstance(value, bool) or not isinstance(value, int):
             _fail(name, value, "an integer")
         if abs(value) > MAX_INT:
@@ -290,14 +394,34 @@ def spec_from_dict(data: Any) -> SweepSpec:
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases: a spec never needs one, and an alias bomb
-    (a few lines that expand to gigabytes) is refused before anything grows."""
+    """PyYAML's safe loader, strict where YAML 1.1 surprises: no aliases (a spec never needs one,
+    and an alias bomb, a few lines that expand to gigabytes, is refused before anything grows),
+    no duplicate keys (YAML keeps the last one silently), and `1e-3` is a number (YAML 1.1 reads
+    a float without a dot as a string; YAML 1.2 and every researcher read it as 0.001)."""
+
+    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise SpecError(f"YAML aliases (*name) are not allowed in a spec (line {mark.line + 1}); write the values out")
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[str, int] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    raise SpecError(f"spec key {shorten(key.value, 40)} appears twice, at lines {first[key.value]} "
+                                    f"and {line}; keep one")
+                first[key.value] = line
+        return super().construct_mapping(node, deep)
+
+
+_SpecLoader.add_implicit_resolver(  # YAML 1.2's floats: 1e-3, 1E5, -2.5e+3 (the 1.1 forms still resolve first)
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def parse_spec(raw: bytes, where: str) -> SweepSpec:
@@ -310,10 +434,12 @@ def parse_spec(raw: bytes, where: str) -> SweepSpec:
         raise SpecError(f"spec file '{where}' is not UTF-8 text (byte {e.start}); save it as UTF-8 YAML") from e
     try:
         data = yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a SafeLoader)
+    except SpecError as e:  # the loader's own refusals: aliases, duplicate keys
+        raise SpecError(f"spec file '{where}': {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"spec file '{where}': not valid YAML{line}: {_short(getattr(e, 'problem', None) or str(e))}") from e
+        raise SpecError(f"spec file '{where}': not valid YAML{line}: {shorten(getattr(e, 'problem', None) or str(e))}") from e
     except RecursionError as e:
         raise SpecError(f"spec file '{where}': nested too deeply to be a spec") from e
     try:
@@ -323,9 +449,17 @@ def parse_spec(raw: bytes, where: str) -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep spec from a YAML file."""
+    """Read and validate a sweep spec from a YAML file: measured before it is read, read up to the limit."""
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"spec file '{_short(str(p))[1:-1]}' not found; pass the path of a YAML sweep spec "
-                        f"(see examples/)")
-    return parse_spec(p.read_bytes(), str(p))
+    shown = shorten(str(p))[1:-1]
+    try:
+        st = p.stat()
+    except (OSError, ValueError):  # missing, unreadable folder, a NUL byte in the name
+        raise SpecError(f"spec file '{shown}' not found; pass the path of a YAML sweep spec (see examples/)") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SpecError(f"spec file '{shown}' is not a regular file (a folder, a pipe or a device); pass the path "
+                        f"of a YAML sweep spec")
+    if st.st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file '{shown}' is {st.st_size:,} bytes; a spec is a small YAML file (at most 1 MiB)")
+    with p.open("rb") as f:
+        return parse_spec(f.read(MAX_SPEC_BYTES + 1), str(p))  # it may have grown since: parse_spec says so

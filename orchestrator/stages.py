@@ -38,7 +38,7 @@ def _always(spec: SweepSpec) -> bool:
     return True
 
 
-def _every_trial(store: SweepStore, plan: Plan) -> list[str]:
+def _every_trial(store: SweepStore, plan: Plan, spec: SweepSpec) -> list[str]:
     return list(plan.n_layers)
 
 
@@ -49,7 +49,7 @@ class TrialStage:
     table: str  # the table it writes (analysis/schemas.py), one part per trial
     compute: TrialCompute
     enabled: Callable[[SweepSpec], bool] = _always  # e.g. switched by a compare field
-    select: Callable[[SweepStore, Plan], list[str]] = _every_trial  # the trials it applies to
+    select: Callable[[SweepStore, Plan, SweepSpec], list[str]] = _every_trial  # the trials it applies to
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Step:
 def trial_jobs(stages: tuple[TrialStage, ...], spec: SweepSpec, store: SweepStore, plan: Plan) -> list[Job]:
     """One job per (enabled stage, selected trial) whose part is not written yet."""
     return [Job(s.table, tid, run_trial_stage, (s, store.uri, tid, spec))
-            for s in stages if s.enabled(spec) for tid in s.select(store, plan) if not store.part_readable(s.table, tid)]
+            for s in stages if s.enabled(spec) for tid in s.select(store, plan, spec) if not store.part_readable(s.table, tid)]
 
 
 def run_trial_stage(stage: TrialStage, sweep_uri: str, trial_id: str, spec: SweepSpec) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def _stage(spec_path: str, folder: Path) -> None:
 
 
 def _check_storage(spec: SweepSpec) -> None:
-    if "://" not in spec.storage and not os.path.isabs(os.path.expanduser(spec.storage)):
+    if not spec.location.scheme and not os.path.isabs(os.path.expanduser(spec.storage.removeprefix("file://"))):
         raise SpecError(f"storage '{spec.storage}': a submitted sweep needs storage every node reaches, "
                         f"an s3:// or gs:// URI (or an absolute path on a shared file system); a relative "
                         f"path would land in the job's temporary folder")

@@ -22,7 +22,7 @@ from repsweep.analysis.cka import CKAAccumulator
 from repsweep.analysis.pcview import PCResult, PCView
 from repsweep.analysis.schemas import SCHEMAS
 from repsweep.analysis.store import SweepStore
-from repsweep.analysis.stream import stream_batches
+from repsweep.analysis.stream import batches, stream_batches
 from repsweep.models import model_from_bytes
 from repsweep.orchestrator.data import load_dataset
 from repsweep.orchestrator.plan import Tile
@@ -49,7 +49,7 @@ def run_tile(tile: Tile, sweep_uri: str, compare: CompareSpec, dataset: DatasetS
     x, labels = data.x_test, data.y_test.numpy()
     if compare.probe_examples:
         x, labels = x[:compare.probe_examples], labels[:compare.probe_examples]
-    x = x.to(device)
+    x = x.to(device)  # held: once on the device; streamed: each batch decoded onto it
 
     n_layers = {t: len(m.layer_info(tuple(x.shape[1:]))) for t, m in models.items()}
     rows = [f"{t}/{i}" for t in tile.group_a for i in range(n_layers[t])]
@@ -57,8 +57,8 @@ def run_tile(tile: Tile, sweep_uri: str, compare: CompareSpec, dataset: DatasetS
     view = PCView(probe_size=len(x) if tile.diagonal else None) if tile.diagonal or compare.pc1_cross else None
     acc = CKAAccumulator(row_names=rows, col_names=None if tile.diagonal else cols, device=device, pc_view=view)
     with torch.inference_mode():
-        for idx in stream_batches(len(x), batch_size=compare.batch_size, passes=compare.passes, seed=0):
-            xb = x[idx]  # (n, C, H, W)
+        stream = list(stream_batches(len(x), batch_size=compare.batch_size, passes=compare.passes, seed=0))
+        for idx, xb in zip(stream, batches(x, stream), strict=True):  # xb: (n, C, H, W)
             act_a = [a for t in tile.group_a for a in models[t].forward_layers(xb)]
             if tile.diagonal:
                 acc.update(act_a, examples=idx)

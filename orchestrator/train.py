@@ -1,4 +1,4 @@
-"""Training one model: SGD with momentum, warm-up then cosine, device-resident data.
+"""Training one model: SGD with momentum, warm-up then cosine, on held or streamed data.
 
 Plain PyTorch, no Ray: the Tune trainable (`orchestrator.trainable`) and the benchmarks both
 call these functions. The final epoch is the model; the test set is only read at the end.
@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repsweep.analysis.stream import batches, in_order
 from repsweep.models import RepresentationModel, get_family
 from repsweep.orchestrator.data import Dataset, augment
+from repsweep.orchestrator.imagefolder import ImageFiles
 from repsweep.orchestrator.grid import TrialConfig
 
 
@@ -39,8 +41,9 @@ def build(trial: TrialConfig, data: Dataset, n_train: int, device: torch.device
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                           weight_decay=t.weight_decay, nesterov=False)
     steps_per_epoch = math.ceil(n_train / t.batch_size)
-    warm = t.warmup_epochs * steps_per_epoch  # steps
-    total = t.epochs * steps_per_epoch  # steps
+    epochs, warmup_epochs = t.epochs_for(n_train)  # min_steps may add epochs on a small subset
+    warm = warmup_epochs * steps_per_epoch  # steps
+    total = epochs * steps_per_epoch  # steps
 
     def lr_factor(step: int) -> float:  # linear warm-up, then cosine to zero (Loshchilov & Hutter 2017)
         if step < warm:
@@ -59,16 +62,16 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim
                 augment_data: bool) -> tuple[float, float]:
     """One pass over the training subset; returns (mean loss, accuracy). Raises Diverged."""
     device = data.x_train.device
-    gen = torch.Generator().manual_seed(trial.seed * 1_000_003 + epoch)  # resumable: per-epoch stream
+    epoch_seed = trial.seed * 1_000_003 + epoch
+    gen = torch.Generator().manual_seed(epoch_seed)  # resumable: per-epoch stream
     order = train_idx[torch.randperm(len(train_idx), generator=gen).to(train_idx.device)]
-    pad = data.input_shape[1] // 8  # 4 px for 32x32 CIFAR, 1 px for 8x8 digits
-    bs = trial.training.batch_size
+    images, pad = data.training_images(augment_data, epoch_seed)  # pad: 4 px for 32x32 CIFAR, 1 for digits
+    index_batches = list(order.split(trial.training.batch_size))
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, len(order), bs):
-        idx = order[start:start + bs]
-        x, y = data.x_train[idx], data.y_train[idx]
+    for idx, x in zip(index_batches, batches(images, index_batches), strict=True):
+        y = data.y_train[idx]
         if augment_data:
             x = augment(x, pad=pad, flip=data.flip, generator=gen)
         if device.type == "cuda":
@@ -90,14 +93,13 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024
+def predict(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Tensor, batch: int = 1024
             ) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean cross-entropy, predicted class and confidence (max softmax) for every example."""
     model.eval()
     device = x.device
     losses, preds, confs = [], [], []
-    for s in range(0, len(x), batch):
-        xb = x[s:s + batch]
+    for s, xb in zip(range(0, len(x), batch), batches(x, in_order(len(x), batch)), strict=True):
         if device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with _autocast(device):

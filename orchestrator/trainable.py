@@ -1,7 +1,9 @@
 """The Ray Tune trainable: train one grid point, checkpoint every epoch, write its tables.
 
 Tune calls `train_trial(config)` with config = {"trial": TrialConfig dict, "sweep_uri": ...,
-"provenance": {...}}. The trial resumes from the newest epoch checkpoint Tune hands it, or,
+"provenance": {...}}. It checkpoints every epoch (every k-th where `training.min_steps` gave a
+small subset k times the epochs, so the count of checkpoints stays `training.epochs`), and
+resumes from the newest checkpoint Tune hands it, or,
 in a new experiment (`repsweep resume`), from the newest one any earlier experiment of this
 sweep saved for the same trial id. When it finishes it writes, each atomically and keyed by
 its trial id: checkpoints/<trial_id>.pt and its rows of trials, layers, predictions and
@@ -40,10 +42,11 @@ log = logging.getLogger(__name__)
 
 def trial_row(trial: TrialConfig, sweep: str, status: str, provenance: dict[str, str],
               **metrics: Any) -> dict[str, Any]:
-    """One row of the trials table (analysis/schemas.py): ids, the whole configuration, metrics."""
+    """One row of the trials table (analysis/schemas.py): ids, the whole configuration, metrics; not
+    excluded (the comparison marks a trial that did not train, analysis/quality.py)."""
     return {"trial_id": trial.trial_id, "sweep": sweep, "arch": trial.arch, **trial.config_row(),
             "status": status, "updated_at": datetime.now(timezone.utc).replace(microsecond=0),
-            **provenance, **metrics}
+            "excluded": False, **provenance, **metrics}
 
 
 def is_finished(store: SweepStore, trial_id: str) -> bool:
@@ -96,7 +99,7 @@ def train_trial(config: dict[str, Any]) -> None:
     store, sweep, prov = SweepStore(config["sweep_uri"]), config["sweep"], config["provenance"]
     tid = trial.trial_id
     if is_finished(store, tid):
-        tune.report({"epoch": trial.training.epochs, "status": "skipped"})
+        tune.report({"epoch": trial.training.epochs, "status": "skipped"})  # Tune needs one report
         return
 
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
@@ -105,6 +108,7 @@ def train_trial(config: dict[str, Any]) -> None:
     subset = fraction_indices(data.y_train.cpu().numpy(), trial.data_fraction, trial.seed)
     train_idx = torch.from_numpy(subset).to(device)
     model, opt, sched = build(trial, data, len(subset), device)
+    epochs = trial.training.epochs_for(len(subset))[0]
     fixed = {"n_train": len(subset), "params": count_params(model),
              "flops": count_flops(model, data.input_shape), "device": str(device)}
 
@@ -122,7 +126,7 @@ def train_trial(config: dict[str, Any]) -> None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, wall_before = state["epoch"] + 1, state["wall_time_s"]
-        if start_epoch == trial.training.epochs:  # trained, but its outputs are gone: write them again
+        if start_epoch == epochs:  # trained, but its outputs are gone: write them again
             tune.report(_finish(trial, store, sweep, prov, model, data, subset, state["train_loss"],
                                 state["train_acc"], wall_before, fixed, note))
             return
@@ -130,7 +134,7 @@ def train_trial(config: dict[str, Any]) -> None:
         store.write_part("trials", tid, [trial_row(trial, sweep, "running", prov, epochs_done=0, **fixed)])
 
     t0 = time.perf_counter()
-    epochs = trial.training.epochs
+    every = max(1, epochs // trial.training.epochs)  # epochs per checkpoint: training.epochs checkpoints in all
     for epoch in range(start_epoch, epochs):
         try:
             loss, acc = train_epoch(model, opt, sched, data, train_idx, trial=trial, epoch=epoch,
@@ -141,6 +145,8 @@ def train_trial(config: dict[str, Any]) -> None:
                                                        epochs_done=epoch, wall_time_s=wall, **fixed)])
             tune.report({"epoch": epoch, "status": "failed", "train_loss": float("nan")})
             return
+        if epoch + 1 < epochs and (epoch + 1) % every:
+            continue  # between checkpoints (a small subset's extra epochs: min_steps)
         wall = wall_before + time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "status": "running"}
         if epoch + 1 == epochs:  # the final epoch is the model: evaluate and write it out
@@ -174,7 +180,7 @@ def _finish(trial: TrialConfig, store: SweepStore, sweep: str, prov: dict[str, s
     store.write_part("train_subset", tid, pd.DataFrame({"trial_id": tid, "example": subset}))
     done = {"test_loss": test_loss, "test_acc": test_acc, "status": "done"}
     store.write_part("trials", tid, [trial_row(
-        trial, sweep, "done", prov, epochs_done=trial.training.epochs, train_loss=loss, train_acc=acc,
-        test_loss=test_loss, test_acc=test_acc, wall_time_s=wall, error=note,
+        trial, sweep, "done", prov, epochs_done=trial.training.epochs_for(len(subset))[0], train_loss=loss,
+        train_acc=acc, test_loss=test_loss, test_acc=test_acc, wall_time_s=wall, error=note,
         checkpoint_uri=store.uri_of("checkpoints", f"{tid}.pt"), **fixed)])
     return done

@@ -146,6 +146,7 @@ class Killed:
     """What kill_cli_when saw: whether ready() held, and how long the driver's Ray outlived it."""
 
     ready: bool
+    rc: int                   # the driver's exit code (130: it took the signal as Ctrl-C; -9: kill -9)
     ray_gone_s: float | None  # seconds from the signal until no Ray process was left (None: never, in 20 s)
     left: list[str]           # command lines of the processes left after 20 s
 
@@ -168,7 +169,7 @@ def kill_cli_when(args: list[str], env: dict[str, str], ready: Callable[[], bool
         while ray_processes(env["RAY_TMPDIR"]) and time.time() - t0 < 20:
             time.sleep(0.2)
         left = [_cmdline(pid) for pid in ray_processes(env["RAY_TMPDIR"])]
-        return Killed(held, None if left else time.time() - t0, left)
+        return Killed(held, proc.returncode, None if left else time.time() - t0, left)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -271,6 +272,18 @@ def results_sweep(ray_temp_dir, tmp_path_factory) -> Path:
 def copy_sweep(sweep: Path, dest: Path) -> Path:
     shutil.copytree(sweep, dest / sweep.name, ignore=shutil.ignore_patterns("tune"))
     return dest / sweep.name
+
+
+def table_rows(sweep: Path) -> dict[str, tuple[int, int]]:
+    """(rows, rows that occur twice) of every table of the sweep: a part kept twice shows as the second."""
+    from repsweep.analysis.store import SweepStore
+
+    store = SweepStore(str(sweep))
+    out = {}
+    for table in sorted(p.name for p in (sweep / "tables").iterdir()):
+        rows = store.read_table(table)
+        out[table] = (len(rows), int(rows.astype(str).duplicated().sum()))  # astype: lists compare as text
+    return out
 
 
 def write_spec(path: Path, **fields) -> Path:

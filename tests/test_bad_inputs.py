@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from repsweep.analysis.store import SweepStore
@@ -94,6 +95,34 @@ def test_a_damaged_saved_spec_is_one_line_for_every_command(small_sweep, tmp_pat
     assert main(["report", str(sweep), "--out", str(tmp_path / "r.html")]) == 0  # drawn from the tables
     capsys.readouterr()
     assert _snapshot(sweep) == before
+
+
+def test_a_saved_spec_edited_to_another_grid_is_refused_naming_what_changed(small_sweep, tmp_path, capsys):
+    # another grid regroups the comparison's tiles: every pair computed again beside the old rows
+    sweep = copy_sweep(small_sweep, tmp_path)
+    original = (sweep / "spec.yaml").read_text()
+
+    def edited(section: str, field: str, value) -> str:
+        spec = yaml.safe_load(original)
+        (spec[section][0] if section == "grid" else spec[section])[field] = value
+        return yaml.safe_dump(spec, sort_keys=False)
+
+    edits = {"grid[0].depth: [8, 14] -> [8, 20]": edited("grid", "depth", [8, 20]),
+             "grid[0].seed: [0, 1] -> [0, 1, 2]": edited("grid", "seed", [0, 1, 2]),
+             "training.epochs: 2 -> 3": edited("training", "epochs", 3)}
+    before = _snapshot(sweep)
+    for change, text in edits.items():
+        assert text != original, change
+        (sweep / "spec.yaml").write_text(text)
+        for command in ("resume", "compare", "status"):
+            err = _one_line(capsys, main([command, str(sweep)]))
+            assert f"spec.yaml' was edited after the sweep began (" in err and change in err, err
+            assert "put it back as it was (spec.started.yaml beside it is a copy)" in err, err
+    (sweep / "spec.yaml").write_text(original)
+    assert _snapshot(sweep).keys() == before.keys()  # nothing written; nothing but spec.yaml changed
+    assert {p: v for p, v in _snapshot(sweep).items() if p.name != "spec.yaml"} == \
+        {p: v for p, v in before.items() if p.name != "spec.yaml"}
+    assert main(["status", str(sweep)]) == 0  # put back, the sweep opens again
 
 
 def test_a_corrupt_cka_part_is_computed_again_not_taken_as_done(small_sweep, tmp_path, ray_local):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repsweep.analysis.blocks import BLOCK_COLUMNS, CENTRAL_THRESHOLD, MIN_SIZE, THRESHOLDS, find_blocks
+from repsweep.analysis.blocks import BLOCK_COLUMNS, CENTRAL_THRESHOLD, MIN_SIZE, THRESHOLDS, find_blocks, span_contrast
 
 N_LAYERS = 30  # a depth-56 CIFAR ResNet: stem, 27 residual blocks, pool, logits
 
@@ -64,7 +64,8 @@ def test_planted_block_is_found_at_exactly_its_layers_with_the_naive_statistics(
         assert row.size == 10 and row.fraction == pytest.approx(10 / 30)
         assert row.inside == pytest.approx(inside) and row.inside == pytest.approx(0.95)
         assert row.before == pytest.approx(mean_before) and row.before == pytest.approx(0.3)
-        assert row.contrast == pytest.approx(inside - mean_before)
+        assert row.after == pytest.approx(cka[28, block].mean())  # the pool; the logits left out
+        assert row.contrast == pytest.approx(inside - cka[np.ix_(others, block)].mean())
         assert row.pc1_inside == pytest.approx(pc1[block].mean())
         assert row.pc1_outside == pytest.approx(pc1[others].mean())
 
@@ -133,7 +134,7 @@ def test_a_uniformly_high_matrix_is_no_block():
     assert not out["found"].any()
     assert out["start"].isna().all() and out["end"].isna().all()
     assert (out["size"] == 0).all() and (out["fraction"] == 0).all()
-    assert out[["inside", "before", "contrast", "pc1_inside", "pc1_outside"]].isna().all().all()
+    assert out[["inside", "before", "after", "contrast", "pc1_inside", "pc1_outside"]].isna().all().all()
 
 
 def test_a_matrix_without_a_block_gives_none():
@@ -173,6 +174,22 @@ def test_an_all_nan_matrix_gives_no_block_and_no_warning():
         warnings.simplefilter("error")
         out = find_blocks(np.full((6, 6), np.nan), np.full(6, np.nan))
     assert len(out) == len(THRESHOLDS) and not out["found"].any()
+
+
+def test_span_contrast_is_inside_minus_every_outside_pair_and_ignores_the_logits():
+    rng = np.random.default_rng(3)
+    cka = rng.uniform(0, 1, (12, 12))
+    cka = (cka + cka.T) / 2
+    np.fill_diagonal(cka, 1.0)
+    cka[4, 9] = cka[9, 4] = np.nan  # an undefined pair is left out, not counted as 0
+    span, outside = np.arange(3, 7), [0, 1, 2, 7, 8, 9, 10]  # 11: the logits
+    out = span_contrast(cka, 3, 6)
+    inner = cka[np.ix_(span, span)][~np.eye(4, dtype=bool)]
+    assert out["inside"] == pytest.approx(inner.mean())
+    assert out["outside"] == pytest.approx(np.nanmean(cka[np.ix_(span, outside)]))
+    assert out["contrast"] == pytest.approx(out["inside"] - out["outside"])
+    uniform = np.full((12, 12), 0.8)
+    assert span_contrast(uniform, 3, 6)["contrast"] == pytest.approx(0.0)  # a level, not a structure
 
 
 def test_the_result_has_the_documented_columns_and_types():

@@ -17,16 +17,18 @@ from repsweep.orchestrator.cli import main
 from repsweep.orchestrator.plan import plan_comparison, select_pairs
 from repsweep.orchestrator.tiles import run_tile
 from repsweep.orchestrator.sweep import load_sweep
-from tests.conftest import cli_env, copy_sweep, kill_cli_when, local_cluster
+from tests.conftest import cli_env, copy_sweep, kill_cli_when, local_cluster, table_rows
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def _set_compare(sweep: Path, **fields) -> None:
-    """Change the compare section of a copied sweep's spec (e.g. smaller tiles)."""
+    """Make a copied sweep one begun with other compare settings (e.g. smaller tiles): its spec and the
+    copy it began with both say so (an edited spec.yaml alone is refused)."""
     spec = yaml.safe_load((sweep / "spec.yaml").read_text())
     spec["compare"].update(fields)
-    (sweep / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    for name in ("spec.yaml", "spec.started.yaml"):
+        (sweep / name).write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
 def _drop_comparison(sweep: Path) -> None:
@@ -78,8 +80,8 @@ def test_second_compare_changes_nothing(small_sweep, tmp_path, ray_local):
 
 def test_comparison_killed_then_interrupted_finishes_with_no_duplicated_or_missing_rows(small_sweep, tmp_path,
                                                                                          ray_local, capsys):
-    """kill -9 a compare once 2 tiles are written, Ctrl-C the next once it has written one more;
-    a third finishes: the tiles written before each signal are kept as they are, none twice."""
+    """kill -9 a compare once 2 tiles are written, SIGTERM the next (what Ray Jobs and schedulers
+    send; handled as Ctrl-C) once it has written one more; a third finishes: the tiles written before each signal are kept as they are, none twice."""
     sweep = copy_sweep(small_sweep, tmp_path)
     _drop_comparison(sweep)
     _set_compare(sweep, group_size=1, passes=4)  # 4 diagonal + 4 cross tiles
@@ -88,11 +90,12 @@ def test_comparison_killed_then_interrupted_finishes_with_no_duplicated_or_missi
     assert len(plan.tiles) == 8
     kept: dict[str, int] = {}
     figures = []
-    for sig in (signal.SIGKILL, signal.SIGINT):
+    for sig in (signal.SIGKILL, signal.SIGTERM):  # SIGTERM ends the driver as Ctrl-C (SIGINT) does
         wanted = max(2, len(kept) + 1)
         killed = kill_cli_when(["compare", str(sweep)], cli_env("rs-cmp-"),
                                lambda: len(store.part_keys("cka")) >= wanted, timeout=180, sig=sig)
         assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # no actor is left to write a part
+        assert killed.rc == (-9 if sig == signal.SIGKILL else 130)  # SIGTERM: ended as Ctrl-C ends it
         done = store.part_keys("cka")
         assert wanted <= len(done) < 8, f"{len(done)} of 8 tiles finished before the signal"
         assert {k: _part_mtime(sweep, k) for k in kept} == kept  # what the killed run wrote was not redone
@@ -110,6 +113,7 @@ def test_comparison_killed_then_interrupted_finishes_with_no_duplicated_or_missi
     assert not cka.duplicated(["trial_a", "layer_a", "trial_b", "layer_b"]).any()
     assert {k: _part_mtime(sweep, k) for k in kept} == kept
     assert sorted(store.part_keys("tiles")) == sorted(t.key for t in plan.tiles)
+    assert all(dups == 0 for _, dups in table_rows(sweep).values()), table_rows(sweep)  # no row twice, any table
 
 
 def _part_mtime(sweep: Path, key: str) -> int:

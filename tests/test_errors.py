@@ -1,14 +1,16 @@
-"""Error patterns on constructed predictions whose answer is known; statistics checked by hand formulas."""
+"""Error patterns on constructed predictions whose answer is known; permutation p-values checked by hand enumeration."""
 
 from __future__ import annotations
 
-import warnings
+from itertools import combinations
+from math import comb
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from repsweep.analysis import errors
 from repsweep.analysis.errors import (
     CLASS_DIFF_COLUMNS,
     EXAMPLE_DISAGREEMENT_COLUMNS,
@@ -66,10 +68,31 @@ def test_example_stats_refuses_one_example_with_two_labels():
         example_stats(preds, trials)
 
 
+def naive_p(pooled: np.ndarray, n_a: int, statistic) -> float:
+    """Permutation p by hand: the share of all splits of the pooled rows with statistic >= the observed."""
+    observed = statistic(pooled[:n_a], pooled[n_a:])
+    null = []
+    for idx in combinations(range(len(pooled)), n_a):
+        rest = np.setdiff1d(np.arange(len(pooled)), idx)
+        null.append(statistic(pooled[list(idx)], pooled[rest]))
+    return float(np.mean(np.asarray(null) >= observed - 1e-12))
+
+
+def spread(x: np.ndarray, y: np.ndarray) -> float:
+    """mean_i |acc_x(i) - acc_y(i)| of (models, examples) correctness."""
+    return float(np.abs(x.mean(0) - y.mean(0)).mean())
+
+
+def test_schemas_list_the_columns_of_the_frames():
+    from repsweep.analysis.schemas import SCHEMAS
+    assert SCHEMAS["example_disagreement"].names == EXAMPLE_DISAGREEMENT_COLUMNS
+    assert SCHEMAS["class_diff"].names == CLASS_DIFF_COLUMNS
+
+
 # ------------------------------------------------------------------------------ example_disagreement
 
 
-def test_copies_of_one_error_pattern_show_no_excess():
+def test_copies_of_one_error_pattern_show_no_excess_p_1_and_a_zero_interval():
     rng = np.random.default_rng(0)
     trials = make_trials({("d20-w1", 1.0): [0, 1, 2, 3], ("d8-w4", 1.0): [0, 1, 2, 3]})
     pattern = rng.random(500) < 0.8
@@ -78,6 +101,8 @@ def test_copies_of_one_error_pattern_show_no_excess():
     row = out.iloc[0]
     assert (row["arch_a"], row["arch_b"], row["seeds_per_group"], row["n_examples"]) == ("d20-w1", "d8-w4", 2, 500)
     assert row["between"] == row["baseline"] == row["excess"] == 0 and row["p"] == 1.0
+    assert row["ci_low"] == row["ci_high"] == 0
+    assert (row["n_seeds_a"], row["n_seeds_b"]) == (4, 4) and row["min_p"] == pytest.approx(2 / 70)
     assert row["testable"] and row["reason"] is None
 
 
@@ -87,18 +112,41 @@ def test_seeds_of_one_difficulty_profile_show_no_excess():
     ease = rng.beta(2, 0.5, 3000)  # per-example chance of being right, shared by both configurations
     row = example_disagreement(make_predictions(sample_correct(rng, ease, trials), np.zeros(3000)), trials).iloc[0]
     assert row["baseline"] > 0.1 and abs(row["excess"]) < 0.02
-    assert row["p"] > 0.01
+    assert row["ci_low"] < row["excess"] < row["ci_high"] and row["ci_low"] < 0 < row["ci_high"]
+    assert row["p"] > 0.05
 
 
-def test_configurations_erring_on_disjoint_examples_show_excess():
+def test_configurations_erring_on_disjoint_examples_show_excess_at_the_smallest_p_4_seeds_give():
     rng = np.random.default_rng(2)
     trials = make_trials({("d20-w1", 1.0): [0, 1, 2, 3], ("d8-w4", 1.0): [0, 1, 2, 3]})
     ease_a, ease_b = np.full(1000, 0.98), np.full(1000, 0.98)
     ease_a[:100], ease_b[100:200] = 0.05, 0.05  # a fails examples 0-99, b fails 100-199
     correct = {t: rng.random(1000) < (ease_a if t.startswith("d20") else ease_b) for t in trials["trial_id"]}
     row = example_disagreement(make_predictions(correct, np.zeros(1000)), trials).iloc[0]
-    assert row["excess"] > 0.1 and row["between"] > row["baseline"]
-    assert row["p"] < 1e-10
+    assert row["excess"] > 0.1 and row["between"] > row["baseline"] and row["ci_low"] > 0.05
+    assert row["p"] == pytest.approx(2 / 70) and row["min_p"] == pytest.approx(2 / 70)
+
+
+def test_identical_seeds_erring_on_disjoint_examples_give_p_min_p_and_a_positive_interval():
+    trials = make_trials({("a", 1.0): [0, 1, 2, 3], ("b", 1.0): [0, 1, 2, 3]})
+    right_a, right_b = np.ones(200, bool), np.ones(200, bool)
+    right_a[:10], right_b[10:20] = False, False
+    correct = {t: right_a if t.startswith("a") else right_b for t in trials["trial_id"]}
+    row = example_disagreement(make_predictions(correct, np.zeros(200)), trials).iloc[0]
+    assert row["p"] == row["min_p"] == pytest.approx(2 / 70)
+    assert row["excess"] == pytest.approx(20 / 200) and row["baseline"] == 0 and row["ci_low"] > 0
+
+
+def test_two_seeds_per_configuration_never_give_p_below_a_third():
+    trials = make_trials({("a", 1.0): [0, 1], ("b", 1.0): [0, 1]})
+    right_a, right_b = np.arange(300) >= 150, np.arange(300) < 150  # as different as two patterns can be
+    correct = {t: right_a if t.startswith("a") else right_b for t in trials["trial_id"]}
+    row = example_disagreement(make_predictions(correct, np.zeros(300)), trials).iloc[0]
+    assert row["excess"] == 1 and row["min_p"] == pytest.approx(1 / 3) and row["p"] == pytest.approx(1 / 3)
+    rng = np.random.default_rng(10)
+    row = example_disagreement(make_predictions(sample_correct(rng, rng.random(300), trials), np.zeros(300)),
+                               trials).iloc[0]
+    assert row["p"] >= 1 / 3 - 1e-12
 
 
 def test_disagreement_matches_a_naive_computation_with_seeds_in_order():
@@ -113,12 +161,37 @@ def test_disagreement_matches_a_naive_computation_with_seeds_in_order():
     acc = {g: np.mean([correct[t] for t in ids], axis=0) for g, ids in group.items()}
     between, base_a, base_b = (np.abs(acc["A1"] - acc["B2"]), np.abs(acc["A1"] - acc["A2"]),
                                np.abs(acc["B1"] - acc["B2"]))
-    assert row["seeds_per_group"] == k
+    assert row["seeds_per_group"] == k and (row["n_seeds_a"], row["n_seeds_b"]) == (5, 4)
     assert row["between"] == pytest.approx(between.mean())
     assert row["baseline_a"] == pytest.approx(base_a.mean()) and row["baseline_b"] == pytest.approx(base_b.mean())
-    assert row["excess"] == pytest.approx(between.mean() - (base_a.mean() + base_b.mean()) / 2)
-    paired = stats.ttest_rel(between, (base_a + base_b) / 2, alternative="greater").pvalue
-    assert row["p"] == pytest.approx(paired)
+    excess = between.mean() - (base_a.mean() + base_b.mean()) / 2
+    assert row["excess"] == pytest.approx(excess) and row["ci_low"] < excess < row["ci_high"]
+    # the p over all 9 seeds, every one of the comb(9, 5) = 126 splits by hand
+    models = np.array([correct[f"a-f1-s{s}"] for s in range(5)] + [correct[f"b-f1-s{s}"] for s in (5, 6, 7, 9)],
+                      dtype=float)
+    assert row["p"] == pytest.approx(naive_p(models, 5, spread))
+    assert row["min_p"] == pytest.approx(1 / 126)
+
+
+def test_many_seeds_use_seeded_random_permutations_and_their_smallest_p():
+    rng = np.random.default_rng(11)
+    trials = make_trials({("a", 1.0): list(range(8)), ("b", 1.0): list(range(8))})  # comb(16, 8) = 12870 splits
+    preds = make_predictions(sample_correct(rng, rng.random(40), trials), np.zeros(40))
+    first, again = example_disagreement(preds, trials), example_disagreement(preds, trials)
+    pd.testing.assert_frame_equal(first, again)
+    assert first.loc[0, "min_p"] == pytest.approx(1 / (errors.N_RESAMPLES + 1))
+    assert first.loc[0, "min_p"] <= first.loc[0, "p"] <= 1
+
+
+def test_the_interval_narrows_with_the_confidence_and_a_bad_level_is_refused():
+    rng = np.random.default_rng(12)
+    trials = make_trials({("a", 1.0): [0, 1, 2, 3], ("b", 1.0): [0, 1, 2, 3]})
+    preds = make_predictions(sample_correct(rng, rng.random(400), trials), np.zeros(400))
+    wide, narrow = (example_disagreement(preds, trials, confidence=c).iloc[0] for c in (0.95, 0.5))
+    assert wide["ci_low"] < narrow["ci_low"] <= narrow["ci_high"] < wide["ci_high"]
+    assert wide["p"] == narrow["p"]
+    with pytest.raises(ValueError, match="confidence"):
+        example_disagreement(preds, trials, confidence=95)
 
 
 def test_a_one_seed_configuration_is_untestable_with_a_reason():
@@ -129,10 +202,12 @@ def test_a_one_seed_configuration_is_untestable_with_a_reason():
     assert len(out) == 3 and set(out["data_fraction"]) == {1.0}
     bad = out[out["arch_a"] == "d8-w1"]
     assert len(bad) == 2 and not bad["testable"].any()
-    assert bad[["between", "baseline_a", "baseline_b", "baseline", "excess", "p"]].isna().all().all()
+    assert bad[["between", "baseline_a", "baseline_b", "baseline", "excess", "p", "ci_low", "ci_high",
+                "min_p"]].isna().all().all()
     assert set(bad["reason"]) == {"d8-w1 at data fraction 1 has 1 seed; disjoint seed groups need 2"}
+    assert (bad["n_seeds_a"] == 1).all() and (bad["n_seeds_b"] == 2).all()
     good = out[out["arch_a"] == "d8-w2"].iloc[0]
-    assert good["testable"] and good["excess"] == 0
+    assert good["testable"] and good["excess"] == 0 and good["p"] == 1
 
 
 # ------------------------------------------------------------------------------ class_diff
@@ -148,6 +223,16 @@ def make_class_accuracy(rng: np.random.Generator, trials: pd.DataFrame, means: d
     return pd.concat(rows, ignore_index=True)
 
 
+def given_class_accuracy(trials: pd.DataFrame, values: dict[str, list[float]], label: int = 0) -> pd.DataFrame:
+    """One class's accuracy per trial: {arch: its seeds' values in trial order}."""
+    acc = [v for arch in trials["arch"].unique() for v in values[arch]]
+    return pd.DataFrame({"trial_id": trials["trial_id"], "label": label, "n_examples": 36, "accuracy": acc})
+
+
+def abs_mean_difference(x: np.ndarray, y: np.ndarray) -> float:
+    return abs(x.mean() - y.mean())
+
+
 def test_a_planted_class_difference_is_significant_and_the_others_are_not():
     rng = np.random.default_rng(4)
     trials = make_trials({("d56-w1", 1.0): list(range(6)), ("d8-w2", 1.0): list(range(6))})
@@ -158,6 +243,8 @@ def test_a_planted_class_difference_is_significant_and_the_others_are_not():
     out = class_diff(make_class_accuracy(rng, trials, {"d56-w1": a, "d8-w2": b}, noise=0.02), trials)
     assert list(out.columns) == CLASS_DIFF_COLUMNS and len(out) == 10
     assert out.loc[out["significant"], "label"].tolist() == [3, 7]
+    planted = out.set_index("label").loc[[3, 7]]
+    np.testing.assert_allclose(planted[["p", "min_p"]], 2 / 924)
     assert out.set_index("label").loc[3, "difference"] == pytest.approx(0.4, abs=0.05)
     assert out["testable"].all() and out["reason"].isna().all() and (out[["n_a", "n_b"]] == 6).all().all()
 
@@ -170,7 +257,44 @@ def test_without_a_planted_difference_nothing_is_significant():
     assert len(out) == 20 and not out["significant"].any()
 
 
-def test_q_values_are_scipys_bh_and_the_t_test_is_welchs():
+def test_two_errors_of_72_against_none_from_2_seeds_is_not_significant():
+    trials = make_trials({("a", 1.0): [0, 1], ("b", 1.0): [0, 1]})
+    row = class_diff(given_class_accuracy(trials, {"a": [34 / 36, 36 / 36], "b": [1.0, 1.0]}, label=9),
+                     trials).iloc[0]
+    assert row["label"] == 9 and row["difference"] == pytest.approx(-1 / 36)
+    assert row["p"] >= 1 / 3 and row["min_p"] == pytest.approx(1 / 3) and not row["significant"]
+
+
+def test_zero_variance_is_never_p_0():
+    trials = make_trials({("a", 1.0): [0, 1, 2], ("b", 1.0): [0, 1, 2]})
+    same = class_diff(given_class_accuracy(trials, {"a": [1.0] * 3, "b": [1.0] * 3}), trials).iloc[0]
+    assert (same["p"], same["q"], same["significant"]) == (1.0, 1.0, False)
+    apart = class_diff(given_class_accuracy(trials, {"a": [1.0] * 3, "b": [0.9] * 3}), trials).iloc[0]
+    assert apart["p"] == apart["min_p"] == pytest.approx(2 / 20) and not apart["significant"]
+
+
+def test_five_against_five_clearly_separated_seeds_give_the_exact_smallest_p():
+    trials = make_trials({("a", 1.0): list(range(5)), ("b", 1.0): list(range(5))})
+    row = class_diff(given_class_accuracy(trials, {"a": [0.90, 0.91, 0.92, 0.93, 0.94],
+                                                   "b": [0.80, 0.81, 0.82, 0.83, 0.84]}), trials).iloc[0]
+    assert row["p"] == row["q"] == pytest.approx(2 / 252) and row["min_p"] == pytest.approx(2 / 252)
+    assert row["significant"] and row["difference"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(("n_a", "n_b", "min_p"), [(2, 2, 1 / 3), (3, 3, 2 / 20), (5, 5, 2 / 252), (5, 3, 1 / 56),
+                                                   (2, 4, 1 / 15), (8, 8, 1 / (errors.N_RESAMPLES + 1))])
+def test_min_p_is_the_smallest_p_the_seed_counts_allow(n_a, n_b, min_p):
+    trials = make_trials({("a", 1.0): list(range(n_a)), ("b", 1.0): list(range(n_b))})
+    values = {"a": list(0.9 + 0.001 * np.arange(n_a)), "b": list(0.5 + 0.001 * np.arange(n_b))}  # fully separated
+    row = class_diff(given_class_accuracy(trials, values), trials).iloc[0]
+    assert row["min_p"] == pytest.approx(min_p)
+    if comb(n_a + n_b, n_a) <= errors.N_RESAMPLES:
+        assert row["p"] == pytest.approx(min_p)  # exact: the observed split and its mirror, if any, alone
+    else:  # random splits: the observed one's mirror may be drawn too
+        assert min_p <= row["p"] <= 3 * min_p
+
+
+def test_p_matches_a_hand_enumeration_and_q_is_scipys_bh():
     rng = np.random.default_rng(6)
     trials = make_trials({("x", 1.0): list(range(5)), ("y", 1.0): list(range(3))})
     means = {"x": rng.uniform(0.4, 0.9, 12), "y": rng.uniform(0.4, 0.9, 12)}
@@ -178,15 +302,26 @@ def test_q_values_are_scipys_bh_and_the_t_test_is_welchs():
     out = class_diff(acc, trials)
     np.testing.assert_allclose(out["q"], stats.false_discovery_control(out["p"], method="bh"))
     assert (out["q"] >= out["p"] - 1e-15).all()
-    # class 0 by hand: t = (m_a - m_b) / sqrt(v_a/n_a + v_b/n_b), Welch-Satterthwaite df
-    xa = acc[acc["trial_id"].str.startswith("x") & (acc["label"] == 0)]["accuracy"].to_numpy()
-    xb = acc[acc["trial_id"].str.startswith("y") & (acc["label"] == 0)]["accuracy"].to_numpy()
-    va, vb = xa.var(ddof=1) / len(xa), xb.var(ddof=1) / len(xb)
-    t = (xa.mean() - xb.mean()) / np.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
-    row = out.iloc[0]
-    assert (row["mean_a"], row["mean_b"]) == (pytest.approx(xa.mean()), pytest.approx(xb.mean()))
-    assert row["t"] == pytest.approx(t) and row["p"] == pytest.approx(2 * stats.t.sf(abs(t), df))
+    np.testing.assert_allclose(out["min_p"], 1 / 56)
+    for label in range(12):
+        xa = acc[acc["trial_id"].str.startswith("x") & (acc["label"] == label)]["accuracy"].to_numpy()
+        xb = acc[acc["trial_id"].str.startswith("y") & (acc["label"] == label)]["accuracy"].to_numpy()
+        row = out.iloc[label]
+        assert (row["mean_a"], row["mean_b"]) == (pytest.approx(xa.mean()), pytest.approx(xb.mean()))
+        assert row["p"] == pytest.approx(naive_p(np.concatenate([xa, xb]), 5, abs_mean_difference))
+
+
+def test_a_seed_without_a_value_for_a_class_is_left_out_of_that_class_only():
+    rng = np.random.default_rng(13)
+    trials = make_trials({("x", 1.0): list(range(4)), ("y", 1.0): list(range(4))})
+    acc = make_class_accuracy(rng, trials, {"x": rng.uniform(0.4, 0.9, 3), "y": rng.uniform(0.4, 0.9, 3)}, 0.05)
+    acc = acc[~((acc["trial_id"] == "x-f1-s2") & (acc["label"] == 1))]  # seed 2 of x has no class 1
+    out = class_diff(acc, trials).set_index("label")
+    assert out["n_a"].tolist() == [4, 3, 4] and out.loc[1, "min_p"] == pytest.approx(1 / 35)
+    for label in range(3):
+        xa = acc[acc["trial_id"].str.startswith("x") & (acc["label"] == label)]["accuracy"].to_numpy()
+        xb = acc[acc["trial_id"].str.startswith("y") & (acc["label"] == label)]["accuracy"].to_numpy()
+        assert out.loc[label, "p"] == pytest.approx(naive_p(np.concatenate([xa, xb]), len(xa), abs_mean_difference))
 
 
 def test_a_one_seed_configuration_is_untestable_never_a_zero_difference():
@@ -195,20 +330,9 @@ def test_a_one_seed_configuration_is_untestable_never_a_zero_difference():
                               noise=0.0)
     out = class_diff(acc, trials)
     assert len(out) == 4 and not out["testable"].any() and not out["significant"].any()
-    assert out[["t", "p", "q"]].isna().all().all()
-    assert set(out["reason"]) == {"d8-w1 at data fraction 1 has 1 seed; Welch's t-test needs 2 per configuration"}
+    assert out[["p", "q", "min_p"]].isna().all().all()
+    assert set(out["reason"]) == {"d8-w1 at data fraction 1 has 1 seed; the permutation test needs 2 per configuration"}
     assert (out["n_a"] == 1).all() and (out["n_b"] == 3).all()
-
-
-def test_zero_variance_classes_differ_only_when_their_values_do():
-    trials = make_trials({("a", 1.0): [0, 1, 2], ("b", 1.0): [0, 1, 2]})
-    acc = make_class_accuracy(np.random.default_rng(8), trials,
-                              {"a": np.array([1.0, 1.0, 0.7]), "b": np.array([1.0, 0.9, 0.7])}, noise=0.0)
-    acc.loc[acc["label"] == 2, "accuracy"] += np.array([0.0, 0.1, 0.2, 0.0, 0.05, 0.1])  # class 2: noisy
-    out = class_diff(acc, trials).set_index("label")
-    assert (out.loc[0, "t"], out.loc[0, "p"], out.loc[0, "significant"]) == (0.0, 1.0, False)
-    assert (out.loc[1, "t"], out.loc[1, "p"], out.loc[1, "significant"]) == (np.inf, 0.0, True)
-    assert np.isfinite(out.loc[2, "p"]) and out["testable"].all()
 
 
 def test_class_diff_refuses_a_bad_alpha_and_missing_columns():
@@ -217,15 +341,3 @@ def test_class_diff_refuses_a_bad_alpha_and_missing_columns():
         class_diff(pd.DataFrame(columns=["trial_id", "label", "accuracy"]), trials, alpha=5)
     with pytest.raises(ValueError, match=r"lacks columns \['accuracy'\]"):
         class_diff(pd.DataFrame(columns=["trial_id", "label"]), trials)
-
-
-def test_a_class_flat_on_one_side_only_is_welchs_t_with_that_variance_zero_and_no_warning():
-    trials = make_trials({("a", 1.0): [0, 1, 2], ("b", 1.0): [0, 1, 2]})
-    acc = make_class_accuracy(np.random.default_rng(9), trials, {"a": np.array([0.9]), "b": np.array([0.7])},
-                              noise=0.0)
-    acc.loc[3:, "accuracy"] = [0.6, 0.7, 0.8]  # b's seeds vary; a's are all 0.9
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # scipy's "precision loss" warning is wrong here: var(a) is exactly 0
-        row = class_diff(acc, trials).iloc[0]
-    b = np.array([0.6, 0.7, 0.8])
-    assert np.isclose(row["t"], (0.9 - b.mean()) / np.sqrt(b.var(ddof=1) / 3))  # Welch's t, var(a) = 0

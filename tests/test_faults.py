@@ -1,10 +1,11 @@
-"""Cluster faults: a worker node lost mid-trial, and a GPU pool that autoscales from zero.
+"""Faults: a worker node lost mid-trial, a GPU pool that autoscales from zero, a storage root that fills up.
 
 Each test prints its figures (time to recover, rows); benchmarks/RESULTS.md keeps them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -145,3 +146,108 @@ def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spe
     print(f"GPU pool 0 -> {peak:.0f} GPUs {up - t0:.0f} s after the sweep started ({waited}the driver joined "
           f"{t0 - started:.1f} s after `ray start` returned); 2 trials of 0.5 GPU done; "
           f"back to 0 GPUs {down - ended:.0f} s after the sweep ended")
+
+
+# Runs inside a mount namespace of its own (unshare -m): a 64 MB tmpfs is the storage root, a
+# filler file takes its space; every check is made in here, since the tmpfs goes with the namespace.
+FULL_DISK = r"""
+import json, os, shutil, subprocess, sys, time
+from pathlib import Path
+from repsweep.analysis.store import SweepStore
+root, spec, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], check=True)
+sweep = root / "results" / "tiny"
+filler = root / "filler"
+
+def cli(*args):
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "repsweep.orchestrator.cli", *args], capture_output=True,
+                       text=True, timeout=300)
+    said = [ln for ln in p.stderr.splitlines() if ln.strip() and not ln.startswith(("training:", "comparing:"))]
+    return {"rc": p.returncode, "err": said[-3:], "lines": len(said), "s": round(time.time() - t0, 1)}
+
+def fill(leave: int):
+    subprocess.run(["fallocate", "-l", str(max(shutil.disk_usage(root).free - leave, 4096)), str(filler)], check=True)
+
+def files():
+    return {str(p.relative_to(sweep)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sweep.rglob("*") if p.is_file() and "tune" not in p.parts and "locks" not in p.parts}
+
+def tables():
+    store = SweepStore(str(sweep))
+    counts, dups = {}, {}
+    for name in sorted(os.listdir(sweep / "tables")):
+        t = store.read_table(name)
+        counts[name] = len(t)
+        dups[name] = int(t.astype(str).duplicated().sum())
+    return counts, dups
+
+r = {}
+fill(1 << 20)  # 1 MB left: less than training two trials needs
+r["run_full"] = cli("run", spec)
+r["written_when_full"] = sorted(files())
+filler.unlink()
+r["resume"] = cli("resume", str(sweep))
+r["tables_trained"], r["dups_trained"] = tables()
+for table in ("cka", "pca", "tiles", "pc1_pairs", "dominant", "disagreement", "class_accuracy"):
+    shutil.rmtree(sweep / "tables" / table)
+kept = files()
+fill(0)  # no room at all: not even for the driver's claim on the sweep
+r["compare_no_room"] = cli("compare", str(sweep))
+filler.unlink()
+fill(16 << 10)  # room for the claim, not for the comparison's parts: it fills up mid-way
+r["compare_full"] = cli("compare", str(sweep))
+r["kept_unchanged"] = {k: v for k, v in files().items() if k in kept} == kept
+r["temp_left"] = [str(p) for p in sweep.rglob("*.tmp-*")]
+filler.unlink()
+r["compare"] = cli("compare", str(sweep))
+r["tables_after"], r["dups_after"] = tables()
+subprocess.run(["umount", str(root)])
+Path(out).write_text(json.dumps(r))
+"""
+
+
+def _namespace() -> list[str] | None:
+    """An `unshare` command that may mount a tmpfs here (root: -m; others: -rm, where allowed)."""
+    for args in (["unshare", "-m"], ["unshare", "-rm"]):
+        try:
+            if subprocess.run([*args, "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True,
+                              timeout=30).returncode == 0:
+                return args
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return None
+
+
+def test_a_storage_root_that_fills_up_is_one_line_nothing_is_damaged_and_resume_finishes(tiny_spec, tmp_path):
+    unshare = _namespace()
+    if unshare is None:
+        pytest.skip("no mount namespace here (unshare -m / -rm not permitted): cannot make a small disk")
+    root = tmp_path / "disk"
+    root.mkdir()
+    spec = tiny_spec(storage=str(root / "results"), compare=NO_EXTRAS)
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rs-full-", dir="/tmp")}  # Ray's files off the tmpfs
+    try:
+        subprocess.run([*unshare, sys.executable, "-c", FULL_DISK, str(root), str(spec), str(tmp_path / "out.json")],
+                       env=env, check=True, timeout=600, cwd=tmp_path)
+    finally:
+        kill_ray_processes(env["RAY_TMPDIR"])
+    r = json.loads((tmp_path / "out.json").read_text())
+    sweep = str(root / "results" / "tiny")
+    for step, what in (("run_full", "training 2 trials"), ("compare_no_room", "the driver's claim on the sweep"),
+                       ("compare_full", "the comparison")):
+        run = r[step]
+        assert run["rc"] == 2 and run["lines"] == 1, run  # one line (beside progress bars), no library's traceback
+        line = run["err"][-1]
+        assert line.startswith(f"repsweep: error: no space left in '{sweep}' for {what} ("), line
+        assert " MB free there" in line and f"then: repsweep resume {sweep}" in line, line
+    assert "it needs about " in r["run_full"]["err"][-1]  # training says how much it needs, before it starts
+    assert r["written_when_full"] == ["spec.started.yaml", "spec.yaml"]  # nothing trained into a full disk
+    assert r["resume"]["rc"] == 0 and r["compare"]["rc"] == 0, r
+    assert r["kept_unchanged"] and r["temp_left"] == []  # what the full disk met was left as it was
+    assert r["tables_after"] == r["tables_trained"] and r["tables_after"]["cka"] > 0  # every row back, once
+    assert not any(r["dups_trained"].values()) and not any(r["dups_after"].values())
+    print(f"full disk: training refused in {r['run_full']['s']} s, resumed in {r['resume']['s']} s; no room for "
+          f"the claim: refused in {r['compare_no_room']['s']} s; comparison filled it up, refused in "
+          f"{r['compare_full']['s']} s, finished in {r['compare']['s']} s once freed; "
+          f"rows {r['tables_after']}")

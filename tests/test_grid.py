@@ -30,6 +30,32 @@ def test_grid_is_the_product_of_the_axes_in_order():
     assert [(t.depth, t.width, t.seed) for t in trials[:3]] == [(8, 1, 0), (8, 1, 1), (8, 2, 0)]
 
 
+def test_a_union_of_grids_expands_to_exactly_the_listed_points_each_once():
+    spec = spec_from_dict({"name": "x", "grid": [
+        {"depth": [8, 20, 56], "width": 1, "seed": [0, 1]},  # a depth series at width 1
+        {"depth": 20, "width": [1, 2, 4], "seed": [0, 1]},  # a width series at depth 20: d20-w1 again
+    ]})
+    points = [(t.depth, t.width, t.seed) for t in expand_grid(spec)]
+    expected = [(d, 1, s) for d in (8, 20, 56) for s in (0, 1)] + [(20, w, s) for w in (2, 4) for s in (0, 1)]
+    assert points == expected
+    assert len({t.trial_id for t in expand_grid(spec)}) == 10
+    single = spec_from_dict({"name": "x", "grid": {"depth": [8, 20, 56], "width": 1, "seed": [0, 1]}})
+    assert [t.trial_id for t in expand_grid(single)] == [t.trial_id for t in expand_grid(spec)][:6]
+
+
+def test_min_steps_adds_epochs_only_where_a_subset_is_small_and_leaves_old_ids_alone():
+    from repsweep.orchestrator.spec import TrainingSpec
+
+    t = TrainingSpec(epochs=40, batch_size=128, warmup_epochs=5, min_steps=240)
+    assert t.epochs_for(1437) == (40, 5.0)  # 12 steps an epoch: 480 steps already
+    assert t.epochs_for(359) == (80, 10.0)  # 3 steps an epoch: 240 steps, warm-up scaled alike
+    assert t.epochs_for(90) == (240, 30.0)
+    base = expand_grid(spec_from_dict({"name": "x"}))[0]
+    with_steps = dataclasses.replace(base, training=dataclasses.replace(base.training, min_steps=240))
+    assert with_steps.trial_id != base.trial_id
+    assert base.trial_id == "d20-w1-f1-s0-037b6865"  # the id it had before min_steps existed (commit 0787f92)
+
+
 def test_trial_id_changes_with_training_but_not_with_data_location():
     base = expand_grid(spec_from_dict({"name": "x", "dataset": {"name": "cifar10", "root": "/a"}}))[0]
     moved = dataclasses.replace(base, dataset=dataclasses.replace(base.dataset, root="/b"))
@@ -52,7 +78,7 @@ def test_every_spec_field_of_a_trial_is_a_trials_column():
     from repsweep.analysis.schemas import SCHEMAS
 
     names = SCHEMAS["trials"].names
-    expected = list(AXES) + [("dataset" if (s, f) == ("dataset", "name") else f if s == "training" else f"{s}_{f}")
+    expected = list(AXES) + [(s if f == "name" else f if s == "training" else f"{s}_{f}")
                              for s, fields in _spec_fields().items() for f in fields]
     assert [c for c in names if c in expected] == expected
     assert len(set(names)) == len(names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -11,29 +12,45 @@ from repsweep.models import (FAMILIES, CheckpointError, ModelConfig, ModelFamily
                              count_params, model_bytes, model_from_bytes)
 
 
-def small_archs(family: ModelFamily, n: int = 2) -> list[tuple[int, int]]:
-    """The n smallest (depth, width) the family builds, found from its own rule."""
-    found = [(d, w) for d, w in itertools.product(range(1, 64), (1, 2)) if family.arch_problem(d, w) is None]
-    return sorted(found, key=lambda a: (a[0] * a[1] ** 2, a))[:n]
+MULTIPLIERS = (0.25, 0.5, *range(1, 64))
+OPTIONS = {"scale": ("all", "stage3"), "name": ("resnet18", "mobilenet_v3_small"), "tokens": ("mean",)}  # values to try
+
+
+def small_archs(family: ModelFamily, n: int = 2) -> list[ModelConfig]:
+    """The n smallest architectures the family builds (by depth x width^2), found from its own rule."""
+    options = [dict(zip(family.options, v)) for v in itertools.product(*(OPTIONS[o] for o in family.options))]
+    found = [ModelConfig(family.name, d, w, 0, 0, **o) for d, w, o in itertools.product(MULTIPLIERS, (0.25, 1, 2), options)]
+    found = [c for c in found if family.arch_problem(c) is None]
+    return sorted(found, key=lambda c: (c.depth * c.width ** 2, c.depth, c.width))[:n]
 
 
 def trained_like(config: ModelConfig, input_shape: tuple[int, ...]) -> RepresentationModel:
-    """A built model whose BatchNorm statistics moved (a forward pass in training mode)."""
+    """A built model whose BatchNorm statistics moved (a forward pass in training mode) and, unless
+    it is to start as the identity, whose BatchNorm scales moved off a zero initialisation."""
     torch.manual_seed(0)
     model = FAMILIES[config.family].build(config)
     with torch.no_grad():
+        if not config.zero_init_residual:
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
         model(torch.randn(16, *input_shape))
     return model.eval()
 
 
-CASES = [(name, arch, shape) for name, family in FAMILIES.items() for arch in small_archs(family)
-         for shape in ((1, 8, 8), (3, 16, 16))]
+def shapes(family: ModelFamily) -> list[tuple[int, int, int]]:
+    """A grey (where the family takes it) and a colour image, the smallest size it takes and twice that."""
+    m = max(8, family.min_image_size)
+    return [(family.image_channels or 1, m, m), (3, 2 * m, 2 * m)]
 
 
-@pytest.fixture(params=CASES, ids=[f"{n}-d{a[0]}w{a[1]}-{s[0]}x{s[1]}" for n, a, s in CASES])
+CASES = [(arch, shape) for family in FAMILIES.values() for arch in small_archs(family) for shape in shapes(family)]
+
+
+@pytest.fixture(params=CASES, ids=[f"{FAMILIES[a.family].label(a)}-{s[0]}x{s[1]}" for a, s in CASES])
 def case(request):
-    name, (depth, width), shape = request.param
-    config = ModelConfig(name, depth, width, in_channels=shape[0], num_classes=5)
+    arch, shape = request.param
+    config = dataclasses.replace(arch, in_channels=shape[0], num_classes=5)
     return config, shape, trained_like(config, shape)
 
 
@@ -57,7 +74,8 @@ def test_inference_copy_computes_the_same_layers_and_leaves_the_model_alone(case
     fast = model.inference_copy()
     with torch.no_grad():
         for plain, copy in zip(model.forward_layers(x), fast.forward_layers(x), strict=True):
-            torch.testing.assert_close(copy, plain, rtol=1e-5, atol=1e-5)
+            # float32 rounding, relative to the layer's scale (it grows with depth)
+            torch.testing.assert_close(copy, plain, rtol=1e-5, atol=1e-5 * max(1.0, plain.abs().max().item()))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
@@ -83,7 +101,11 @@ def test_removing_a_block_keeps_the_layers_before_it_and_leaves_the_model_alone(
     _, shape, model = case
     blocks = model.residual_blocks()
     names = [i.layer_name for i in model.layer_info(shape)]
-    assert blocks and set(blocks) <= set(names)
+    assert set(blocks) <= set(names)
+    if not blocks:  # a family without block removal (torchvision) says so in one line
+        with pytest.raises(ValueError, match="removes no blocks"):
+            model.without_block(names[0])
+        return
     x = torch.randn(8, *shape)
     with torch.no_grad():
         full = model.forward_layers(x)
@@ -101,6 +123,8 @@ def test_removing_a_block_keeps_the_layers_before_it_and_leaves_the_model_alone(
 
 def test_a_block_whose_branch_is_zero_removes_without_a_trace_and_others_matter(case):
     config, shape, model = case
+    if not model.residual_blocks():
+        pytest.skip(f"model.family {config.family} removes no blocks")
     identity = trained_like(ModelConfig(**{**config.to_dict(), "zero_init_residual": True}), shape)
     x = torch.randn(8, *shape)
     with torch.no_grad():
@@ -113,5 +137,5 @@ def test_a_block_whose_branch_is_zero_removes_without_a_trace_and_others_matter(
 def test_each_architecture_has_one_label():
     for family in FAMILIES.values():
         archs = small_archs(family, n=6)
-        labels = [family.label(d, w) for d, w in archs]
+        labels = [family.label(c) for c in archs]
         assert len(set(labels)) == len(labels) and all(" " not in x for x in labels)

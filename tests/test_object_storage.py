@@ -239,7 +239,7 @@ BAD = {
     "s3-no-credentials": ("s3://bkt/sweeps", {},
                           r"no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \(or AWS_PROFILE\)"),
     "s3-credentials-in-uri": ("s3://AKIAX:hunter2@bkt/sweeps", KEYS,
-                              r"'s3://\*\*\*@bkt/sweeps/tiny': put no options or credentials in the URI"),
+                              r"'s3://\*\*\*@bkt/sweeps(/tiny)?': put no options or credentials in the URI"),
     "gs-no-credentials": ("gs://bkt/sweeps", {},
                           r"no Google credentials \(.*no GCE metadata server answered\); set "
                           r"GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, run 'gcloud auth "

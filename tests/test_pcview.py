@@ -95,3 +95,40 @@ def test_shares_of_each_batch_sum_to_one_and_every_example_is_counted():
     _, view = _accumulate([x], batches, probe_size=90)
     assert view.seen.tolist() == [2.0] * 90
     assert view.share_sum.sum() == pytest.approx(len(batches))  # u_1 is a unit vector per batch
+
+
+def _model_layers(rng: np.random.Generator, shared: str, n: int = 512, d: int = 32, n_layers: int = 10):
+    """Activations of 10 layers, each independent noise but layers 4-7, which share either one
+    dominant component (`shared` = "pc1": 4x the noise's variance, so the first PC carries ~80%)
+    or a common isotropic d-dimensional subspace ("subspace": alike, but no component dominates)."""
+    score = rng.standard_normal((n, 1))  # (n, 1) the dominant component's scores
+    common = rng.standard_normal((n, d))  # (n, d) the shared subspace
+    layers = []
+    for layer in range(n_layers):
+        x = rng.standard_normal((n, d))
+        if 4 <= layer <= 7 and shared == "pc1":
+            x = x + 2 * np.sqrt(d) * score @ (rng.standard_normal((1, d)) / np.sqrt(d))
+        elif 4 <= layer <= 7:
+            x = 0.3 * x + common @ np.linalg.qr(rng.standard_normal((d, d)))[0]
+        layers.append(x)
+    return layers
+
+
+def test_a_planted_first_component_makes_a_block_whose_contrast_vanishes_without_it():
+    from repsweep.analysis.blocks import span_contrast
+
+    rng = np.random.default_rng(0)
+    batches = [b.numpy() for b in stream_batches(512, batch_size=256, passes=2, seed=0)]
+    res, view = _accumulate(_model_layers(rng, "pc1"), batches)
+    pc1 = view.pc1_fraction()[0]
+    assert pc1[4:8].min() > 0.6 and pc1[[0, 1, 2, 3, 8, 9]].max() < 0.2  # the paper's block: PC1 0.6-0.9 inside
+    with_pc1 = span_contrast(res.cka(), 4, 7, exclude=())
+    without = span_contrast(view.cka_without_pc1(), 4, 7, exclude=())
+    assert with_pc1["contrast"] > 0.5 and abs(without["contrast"]) < 0.1  # the block is its first PC
+
+    # the control: as alike a run of layers, carried by a whole subspace, keeps its contrast without PC1
+    res, view = _accumulate(_model_layers(rng, "subspace"), batches)
+    assert view.pc1_fraction()[0][4:8].max() < 0.2
+    with_pc1 = span_contrast(res.cka(), 4, 7, exclude=())
+    without = span_contrast(view.cka_without_pc1(), 4, 7, exclude=())
+    assert with_pc1["contrast"] > 0.5 and with_pc1["contrast"] - without["contrast"] < 0.1

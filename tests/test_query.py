@@ -64,7 +64,7 @@ def test_listing_names_every_table_with_types_and_row_counts(results_sweep):
     for name in SCHEMAS:
         assert listing.loc[name, "rows"] == len(store.read_table(name)), name
         assert [c.split()[0] for c in listing.loc[name, "columns"]] == SCHEMAS[name].names
-    assert "depth BIGINT" in listing.loc["trials", "columns"]
+    assert "depth DOUBLE" in listing.loc["trials", "columns"]
     assert "cka DOUBLE" in listing.loc["cka", "columns"]
 
 

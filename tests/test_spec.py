@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from repsweep.orchestrator.cli import main
+from repsweep.orchestrator.grid import expand_grid
 from repsweep.orchestrator.spec import AXES, GridSpec, SpecError, TrainingSpec, load_spec, spec_from_dict
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -48,8 +49,8 @@ BAD_SPECS = [
     ("seed beyond int32", {"grid": {"seed": [2**31]}}, "'grid.seed': got 2147483648, expected an integer from 0"),
     ("seed beyond int64", {"grid": {"seed": [2**70]}}, "expected an integer the tables can store"),
     ("lr beyond float", {"training": {"lr": 10**400}}, "'training.lr': got 1000000000000000000000000000000000000"),
-    ("huge depth", {"grid": {"depth": [6 * 10**6 + 2]}}, "'grid.depth': got 6000002, expected an integer from 1"),
-    ("huge width", {"grid": {"width": [1000]}}, "'grid.width': got 1000, expected an integer from 1 to 64"),
+    ("huge depth", {"grid": {"depth": [6 * 10**6 + 2]}}, "'grid.depth': got 6000002, expected 6n+2 with n >= 1, at most 2,000"),
+    ("huge width", {"grid": {"width": [1000]}}, "'grid.width': got 1000, expected an integer width multiplier from 1 to 64"),
     ("huge image size", {"dataset": {"name": "digits", "image_size": 100000}},
      "'dataset.image_size': got 100000, expected an integer from 4 to 512"),
     ("probe set below the estimator's batch", {"compare": {"probe_examples": 3}},
@@ -90,14 +91,21 @@ def test_missing_required_name_and_unparseable_yaml_are_clear(tmp_path, capsys):
 
 def test_axis_may_hold_a_single_value():
     spec = spec_from_dict({"name": "x", "grid": {"depth": 20, "width": 2, "data_fraction": 0.5, "seed": 3}})
-    assert spec.grid == GridSpec(depth=[20], width=[2], data_fraction=[0.5], seed=[3])
+    assert spec.grid == [GridSpec(depth=[20], width=[2], data_fraction=[0.5], seed=[3])]
 
 
 def test_examples_are_valid_specs():
     demo = load_spec(EXAMPLES / "demo.yaml")
     paper = load_spec(EXAMPLES / "cifar10-paper.yaml")
-    assert demo.dataset.name == "digits" and len(demo.grid.depth) >= 3 and max(demo.grid.depth) >= 56
-    assert len(demo.grid.width) >= 2 and len(demo.grid.data_fraction) >= 2
+    points = expand_grid(demo)
+    assert demo.dataset.name == "digits" and len({t.depth for t in points}) >= 4 and max(t.depth for t in points) >= 56
+    assert len({t.width for t in points}) >= 2 and {t.data_fraction for t in points} == {1.0, 0.25, 0.0625}
+    # the wide/deep pair has the 4 seeds a permutation test over seeds needs to reach p < 0.05
+    seeds = {(t.depth, t.width): set() for t in points if t.data_fraction == 1.0}
+    for t in points:
+        if t.data_fraction == 1.0:
+            seeds[(t.depth, t.width)].add(t.seed)
+    assert len(seeds[(8, 2)]) >= 4 and len(seeds[(20, 1)]) >= 4
     assert paper.dataset.name == "cifar10"
 
 
@@ -106,11 +114,11 @@ def test_spec_round_trips_through_yaml():
     assert spec_from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict()))) == spec
 
 
-def test_axes_come_from_the_grid_dataclass():
+def test_the_trial_axes_are_the_grids_numeric_fields():
     assert AXES == ("depth", "width", "data_fraction", "seed")
     with pytest.raises(SpecError, match="training.lr"):
         TrainingSpec(lr=0)
-    assert {f.name for f in dataclasses.fields(GridSpec)} == set(AXES)
+    assert {f.name for f in dataclasses.fields(GridSpec)} == {*AXES, "model_name"}  # a model's name is the model's field
 
 
 HOSTILE = {  # file name -> (bytes, text the one-line error must contain)
@@ -146,3 +154,10 @@ def test_a_hostile_spec_file_is_one_line_within_seconds_and_little_memory(tmp_pa
     peak_mb = int(out.stdout.split()[-1]) / 1024
     assert seconds < 20 and peak_mb < 800, (seconds, peak_mb)  # the interpreter with torch imported: ~450 MB
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written
+
+
+def test_the_findings_block_threshold_defaults_to_the_block_rule_s_central_level():
+    from repsweep.analysis.blocks import CENTRAL_THRESHOLD, MIN_SIZE
+    from repsweep.orchestrator.spec import FindingsSpec
+
+    assert (FindingsSpec().block_threshold, FindingsSpec().block_min_layers) == (CENTRAL_THRESHOLD, MIN_SIZE)

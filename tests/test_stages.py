@@ -70,8 +70,14 @@ def test_a_trial_stage_runs_once_per_trial_records_failures_and_resumes(small_sw
 
     # and a third comparison has nothing to do and writes nothing
     everything = _mtimes(sweep / "tables")
-    compare(spec, store, progress=progress, steps=(Step((_per_class_from_the_model(),), STEPS[0].derived[:2]),))
+    compare(spec, store, progress=progress, steps=(Step((_per_class_from_the_model(),), (_derived("class_accuracy"), _derived("disagreement"))),))
     assert plans[-1][1] == 0 and _mtimes(sweep / "tables") == everything
+
+
+def _derived(table: str) -> DerivedTable:
+    """The comparison's derived table of that name (analyses.STEPS)."""
+    (found,) = [d for step in STEPS for d in step.derived if d.table == table]
+    return found
 
 
 def test_a_derived_table_that_fails_is_recorded_and_the_next_one_is_still_computed(small_sweep, tmp_path):
@@ -80,8 +86,7 @@ def test_a_derived_table_that_fails_is_recorded_and_the_next_one_is_still_comput
     for p in (sweep / "tables" / "class_accuracy").glob("*.parquet"):
         p.unlink()
     spec, store = load_sweep(str(sweep))
-    class_accuracy = STEPS[0].derived[0]
-    assert class_accuracy.table == "class_accuracy"
+    class_accuracy = _derived("class_accuracy")
 
     def broken(store, plan, spec):
         raise ValueError("planted failure")
@@ -92,7 +97,7 @@ def test_a_derived_table_that_fails_is_recorded_and_the_next_one_is_still_comput
     assert runs.loc["disagreement", "status"] == "failed" and runs.loc["class_accuracy", "status"] == "done"
     assert sorted(store.part_keys("class_accuracy")) == sorted(store.read_table("trials")["trial_id"])
     # fixed, the next comparison computes it, changes nothing else, and records that it is done
-    disagreement = STEPS[0].derived[1]
+    disagreement = _derived("disagreement")
     assert compare(spec, store, steps=(Step(derived=(disagreement, class_accuracy)),))["failed"] == {}
     runs = store.read_table("stage_runs").set_index("stage")
     assert runs.loc["disagreement", "status"] == "done"

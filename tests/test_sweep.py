@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +16,8 @@ from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.cli import main
 from repsweep.orchestrator.grid import expand_grid
 from repsweep.orchestrator.spec import load_spec
-from tests.conftest import cli_env, kill_cli_when
+from tests.conftest import (cli_env, copy_sweep, kill_cli_when, kill_ray_processes, ray_processes, run_cli,
+                            table_rows)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,8 +43,8 @@ def test_tiny_grid_trains_on_tune_writes_its_tables_and_runs_again_idempotently(
     assert len(SweepStore(uri).read_table("cka")) == 2 * 36  # each model with itself (no cross-fraction pairs)
     row = t["trials"].set_index("trial_id").loc[next(iter(ids))]
     assert row["params"] == 77_754 and row["epochs_done"] == 2 and row["test_acc"] > 0.1
-    assert row["checkpoint_uri"].startswith(f"{uri}/checkpoints/")
-    model_file = Path(row["checkpoint_uri"].removeprefix("file://"))
+    assert row["checkpoint_uri"].startswith(f"{sweep}/checkpoints/")  # file:// is this machine's path
+    model_file = Path(row["checkpoint_uri"])
     assert model_file.is_file()
     # the whole configuration is recorded, dataset and model sections included
     assert (row["dataset"], row["dataset_augment"], row["dataset_image_size"]) == ("digits", True, 32)
@@ -75,8 +79,9 @@ def test_nan_diverging_trials_are_recorded_failed_and_the_sweep_goes_on(ray_loca
 def test_a_sweep_killed_then_interrupted_resumes_without_rerunning_finished_trials(tiny_spec, tmp_path, ray_local,
                                                                                    capsys):
     # two trials of 15 epochs, one on a tenth of the data (2 steps an epoch, the other 12): kill -9 the
-    # driver as soon as the short one is done, while the long one is mid-way; then Ctrl-C the
-    # `repsweep resume` that follows once it has saved an epoch of its own; a last resume finishes
+    # driver as soon as the short one is done, while the long one is mid-way; then SIGTERM (what Ray
+    # Jobs and schedulers send; the driver takes it as Ctrl-C) the `repsweep resume` that follows
+    # once it has saved an epoch of its own; a last resume finishes
     epochs = 15
     path = tiny_spec(grid={"depth": [8], "width": [1], "data_fraction": [1.0, 0.1]},
                      training={"epochs": epochs, "warmup_epochs": 1})
@@ -100,9 +105,10 @@ def test_a_sweep_killed_then_interrupted_resumes_without_rerunning_finished_tria
     figures = []
     # the long trial must have saved an epoch by then, or status calls it pending, not interrupted
     for sig, args, ready in ((signal.SIGKILL, ["run", str(path)], lambda: a_trial_is_done() and saved(0) is not None),
-                             (signal.SIGINT, ["resume", str(sweep)], lambda: saved(1) is not None)):
+                             (signal.SIGTERM, ["resume", str(sweep)], lambda: saved(1) is not None)):
         killed = kill_cli_when(args, cli_env("rs-kill-"), ready, timeout=200, sig=sig)
         assert killed.ready, f"{args[0]}: nothing to wait for happened within 200 s"
+        assert killed.rc == (-9 if sig == signal.SIGKILL else 130)  # SIGTERM: ended as Ctrl-C ends it
         assert killed.ray_gone_s is not None and killed.ray_gone_s < 10, killed.left  # the reaper ended Ray
         done = store.read_table("trials").query("status == 'done'")
         assert len(done) == 1, "the long trial finished before the signal; lengthen it"
@@ -121,9 +127,47 @@ def test_a_sweep_killed_then_interrupted_resumes_without_rerunning_finished_tria
     print("; ".join(figures) + f"; the last resume finished in {time.time() - t0:.0f} s, rows after "
           f"{ {name: len(rows) for name, rows in t.items()} }")
     assert len(t["trials"]) == 2 and (t["trials"]["status"] == "done").all()
+    assert all(dups == 0 for _, dups in table_rows(sweep).values()), table_rows(sweep)  # no row twice, any table
     assert len(t["predictions"]) == 2 * 360 and not t["predictions"].duplicated(["trial_id", "example"]).any()
     assert finished.stat().st_mtime_ns == mtime  # the finished trial was not re-run
     # each resume went on from the newest epoch the experiment before it saved, not from epoch 0
     assert len(list((sweep / "tune").iterdir())) == 3
     (_, first), (n_second, second), (n_third, third) = saved(0), saved(1), saved(2)
     assert second - n_second == first + 1 and third - n_third == second + 1 and third == epochs - 1
+
+
+def test_a_driver_stopped_while_it_writes_the_report_leaves_no_part_of_one_and_resume_writes_it(small_sweep,
+                                                                                              tmp_path):
+    # SIGTERM the `resume` of a trained and compared sweep once it says the comparison is done: it
+    # then prints the findings and draws the report (seconds of Altair and vl-convert)
+    sweep = copy_sweep(small_sweep, tmp_path)
+    (sweep / "report.html").unlink()
+    before = table_rows(sweep)
+    env = cli_env("rs-rep-")
+    proc = subprocess.Popen([sys.executable, "-m", "repsweep.orchestrator.cli", "resume", str(sweep)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("comparison:"):
+                t0 = time.time()
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=120)
+        while ray_processes(env["RAY_TMPDIR"]) and time.time() - t0 < 20:
+            time.sleep(0.2)
+        gone_s, left = time.time() - t0, ray_processes(env["RAY_TMPDIR"])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        kill_ray_processes(env["RAY_TMPDIR"])
+    assert proc.returncode == 130 and "interrupted; finish with 'repsweep resume" in err, err[-2000:]
+    assert not (sweep / "report.html").exists(), "the report was written before the signal came"
+    assert list(sweep.rglob("*.tmp-*")) == [] and left == []  # no half-written file, no process left
+    assert table_rows(sweep) == before
+    t1 = time.time()
+    out = run_cli(["resume", str(sweep)], cli_env("rs-rep-"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    html = (sweep / "report.html").read_text()
+    assert html.rstrip().endswith("</html>") and table_rows(sweep) == before
+    print(f"SIGTERM while the report was drawn: exit 130, Ray gone {gone_s:.1f} s after, no report, no temp "
+          f"file, rows unchanged; resume wrote it in {time.time() - t1:.0f} s; rows {before}")
