@@ -19,6 +19,7 @@ training images (test recipe).
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", 
 
 class UnreadableImage(RuntimeError):
     """An image file that cannot be decoded; the message names it."""
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How decoding workers start: forked from a fork server, a clean process that has imported
+    torch, PIL and this module once, never from the process that streams. That process runs
+    Ray's and torch's threads, and a child forked from it inherits their locks mid-use (a
+    DataLoader worker died of a segmentation fault in CI that way)."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "PIL.Image", __name__])
+    return ctx
 
 
 def loader_workers() -> int:
@@ -149,7 +160,8 @@ class ImageFiles:
         workers = min(loader_workers(), len(batches))
         loader = torch.utils.data.DataLoader(
             _Decoded(list(self.files), self.size, self.crop), batch_sampler=batches, num_workers=workers,
-            collate_fn=_collate, pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+            collate_fn=_collate, pin_memory=device.type == "cuda", prefetch_factor=4,
+            multiprocessing_context=worker_context())
         mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1) * 255  # of pixel values 0..255
         std = torch.tensor(self.std, device=device).view(1, 3, 1, 1) * 255
         for batch in loader:
