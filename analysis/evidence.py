@@ -82,7 +82,7 @@ def units_needed(mean: float, sd: float, *, confidence: float, power: float, gro
 
 def _resolve(n_now: int, need: int | None, unit: str, sd: float, per_group: bool = False) -> str:
     if need is None:
-        return (f"no measured effect to resolve (mean 0 or sd unknown)" if not math.isfinite(sd) or sd == 0 else
+        return ("no measured effect to resolve (mean 0 or sd unknown)" if not math.isfinite(sd) or sd == 0 else
                 f"the effect is too small for its spread (sd {sd:.3g}) to show with under {MAX_UNITS:,} {unit}")
     scope = " per group" if per_group else ""
     return f"about {need} {unit}{scope} (now {n_now}) at the measured spread (sd {sd:.3g})"

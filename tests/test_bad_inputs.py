@@ -116,7 +116,7 @@ def test_a_saved_spec_edited_to_another_grid_is_refused_naming_what_changed(smal
         (sweep / "spec.yaml").write_text(text)
         for command in ("resume", "compare", "status"):
             err = _one_line(capsys, main([command, str(sweep)]))
-            assert f"spec.yaml' was edited after the sweep began (" in err and change in err, err
+            assert "spec.yaml' was edited after the sweep began (" in err and change in err, err
             assert "put it back as it was (spec.started.yaml beside it is a copy)" in err, err
     (sweep / "spec.yaml").write_text(original)
     assert _snapshot(sweep).keys() == before.keys()  # nothing written; nothing but spec.yaml changed
