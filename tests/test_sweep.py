@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from repsweep.analysis.store import SweepStore
 from repsweep.orchestrator.cli import main
 from repsweep.orchestrator.grid import expand_grid
 from repsweep.orchestrator.spec import load_spec
+from repsweep.orchestrator.trainable import META_FILE, STATE_FILE
 from tests.conftest import (cli_env, copy_sweep, kill_cli_when, kill_ray_processes, ray_processes, run_cli,
                             table_rows)
 
@@ -92,14 +94,24 @@ def test_a_sweep_killed_then_interrupted_resumes_without_rerunning_finished_tria
     def a_trial_is_done() -> bool:
         return store.exists("tables", "trials") and (store.read_table("trials")["status"] == "done").any()
 
+    def epoch_of(checkpoint: Path) -> int | None:
+        """The epoch a checkpoint folder holds, if it was written out whole: a kill -9 can land while
+        Tune copies one into the sweep (seen: meta.json without state.pt), and a trial goes on only
+        from a whole one."""
+        try:
+            torch.load(checkpoint / STATE_FILE, weights_only=True)
+            return json.loads((checkpoint / META_FILE).read_text())["epoch"]
+        except Exception:  # noqa: BLE001 - missing, or cut off mid-write (torch raises many types)
+            return None
+
     def saved(run: int) -> tuple[int, int] | None:
-        """(checkpoint number, epoch) of the long trial's newest checkpoint in the sweep's run-th Tune
-        experiment (0 first): the number counts that experiment's epochs, the epoch is the trial's."""
+        """(checkpoint number, epoch) of the long trial's newest whole checkpoint in the sweep's run-th
+        Tune experiment (0 first): the number counts that experiment's epochs, the epoch is the trial's."""
         runs = sorted((sweep / "tune").glob("run-*"))
         if len(runs) <= run:
             return None
-        found = [(int(c.name.split("_")[1]), json.loads((c / "meta.json").read_text())["epoch"])
-                 for c in (runs[run] / long_id).glob("checkpoint_*") if (c / "meta.json").is_file()]
+        found = [(int(c.name.split("_")[1]), epoch) for c in (runs[run] / long_id).glob("checkpoint_*")
+                 if (epoch := epoch_of(c)) is not None]
         return max(found, default=None)
 
     figures = []
