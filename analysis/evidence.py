@@ -80,6 +80,23 @@ def units_needed(mean: float, sd: float, *, confidence: float, power: float, gro
     return None
 
 
+def units_for_p(p: float, n_now: int, *, alpha: float, power: float, two_sided: bool = False) -> int | None:
+    """Units (per group) at which a test that gave `p` with `n_now` would reach `alpha` with `power`.
+
+    For a test whose p-value comes from a test statistic (a permutation test over seeds, say),
+    the measured p stands for z = Phi^-1(1 - p) standard errors (p / 2 for two-sided); an effect
+    of the measured size over a spread of the measured size grows in standard errors as the
+    square root of the units, so n = n_now ((z_alpha + z_power) / z)^2. None where the data show
+    no effect in the tested direction (p >= 1/2 one-sided: no number of units would show it).
+    """
+    z = stats.norm.isf(p / 2 if two_sided else p)
+    if not math.isfinite(z) or z <= 0:
+        return None
+    target = stats.norm.isf(alpha / 2 if two_sided else alpha) + stats.norm.ppf(power)
+    n = math.ceil(n_now * (target / z) ** 2 - 1e-9)  # an exact count stays exact through the quantiles' rounding
+    return n if n <= MAX_UNITS else None
+
+
 def _resolve(n_now: int, need: int | None, unit: str, sd: float, per_group: bool = False) -> str:
     if need is None:
         return ("no measured effect to resolve (mean 0 or sd unknown)" if not math.isfinite(sd) or sd == 0 else

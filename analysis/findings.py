@@ -35,7 +35,8 @@ inconclusive with what would resolve it, or not testable). The statistics, per u
   in excess of disjoint seed groups, its interval by bootstrap over test examples and its
   p by a permutation test over seeds (analysis/errors.py). 5b: that pair's classes, each a
   permutation test over seeds, Benjamini-Hochberg across classes.
-- 6a: per model with a block, the contrast without as many random examples minus the contrast
+- 6a: per model with a block, the contrast without as many random examples (the mean over
+  RANDOM_DRAWS random sets, orchestrator/analyses.py) minus the contrast
   without its dominant ones (`dominant_removal`); 6b: per configuration, over its seed pairs,
   `findings.same_sets` minus the Jaccard overlap of the two dominant sets.
 
@@ -50,9 +51,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from repsweep.analysis.evidence import (CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE, Evidence, combine,
-                                        difference_effect, mean_effect)
+                                        difference_effect, mean_effect, units_for_p, units_needed)
 from repsweep.orchestrator.spec import FindingsSpec
 
 INPUTS = ("blocks", "cka", "pca", "pc1_pairs", "pc1_removal", "example_disagreement", "class_diff",
@@ -299,11 +301,7 @@ def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataF
     else:
         v = INCONCLUSIVE
     more = _seeds_for(alpha)
-    resolve = "" if v != INCONCLUSIVE else (
-        f"with {n_a} and {n_b} seeds the permutation test over seeds cannot reach p < {alpha:g} (smallest p "
-        f"{min_p:.2f}); {more} seeds per configuration can" if min_p >= alpha else
-        f"p = {p:.2f} over {seeds} seeds and the interval over {int(pick['n_examples'])} test examples "
-        f"[{low:+.4f}, {high:+.4f}]: more seeds per configuration, or more test examples")
+    resolve = "" if v != INCONCLUSIVE else _resolve_excess(pick, alpha, more, s)
     ev_a = Evidence(float(pick["excess"]), low, high, seeds, "seeds", v, resolve, p)
     numbers_a = (f"{name} ({note}; test accuracy {pick['acc_a']:.3f} and {pick['acc_b']:.3f}): disagreement "
                  f"{pick['between']:.4f} against seed baseline {pick['baseline']:.4f}, p = {p:.3f} (permutation "
@@ -318,14 +316,43 @@ def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataF
     top = cd.loc[cd["difference"].abs().idxmax()]
     class_min_p = float(cd["min_p"].min())
     v = HOLDS if len(sig) else INCONCLUSIVE  # no class below q is not shown to be equal
-    resolve = "" if len(sig) else (
-        f"with {n_a} and {n_b} seeds no class test can reach p < {alpha:g} (smallest p {class_min_p:.2f}); "
-        f"{more} seeds per configuration can" if class_min_p >= alpha else
-        f"no class at q < {alpha:g}: more seeds per configuration")
+    resolve = "" if len(sig) else _resolve_classes(cd, n_a, n_b, alpha, more, s)
     ev_b = Evidence(float(len(sig)), NAN, NAN, seeds, "seeds", v, resolve)
     numbers_b = (f"{len(sig)} of {len(cd)} classes at q < {alpha:g}; largest difference class {int(top['label'])}: "
                  f"{top['mean_a']:.3f} vs {top['mean_b']:.3f} (p {top['p']:.2f}, q {top['q']:.2f})")
     return rows + [_row(5, "b", stat_b, ev_b, numbers_b, dict(zip(cd["label"].astype(str), cd["difference"])))]
+
+
+def _resolve_excess(pick: pd.Series, alpha: float, more: int, s: FindingsSpec) -> str:
+    """What would decide an inconclusive excess: seeds (from the permutation p, `units_for_p`) and
+    test examples (from the bootstrap interval's spread, `units_needed`)."""
+    n_a, n_b, p, min_p = int(pick["n_seeds_a"]), int(pick["n_seeds_b"]), float(pick["p"]), float(pick["min_p"])
+    n_now, n_ex = min(n_a, n_b), int(pick["n_examples"])
+    excess, low, high = (float(pick[c]) for c in ("excess", "ci_low", "ci_high"))
+    if min_p >= alpha:
+        return (f"with {n_a} and {n_b} seeds the permutation test over seeds cannot reach p < {alpha:g} (smallest "
+                f"p {min_p:.2f}); {more} seeds per configuration can")
+    need = units_for_p(p, n_now, alpha=alpha, power=s.power)
+    seeds = (f"about {max(need, more)} seeds per configuration (now {n_now}) at the measured p = {p:.2f}"
+             if need else f"the seeds show no excess (p = {p:.2f}): more seeds would not show one")
+    se = (high - low) / (2 * stats.norm.isf((1 - s.confidence) / 2))  # the bootstrap's standard error
+    examples = units_needed(excess, se * math.sqrt(n_ex), confidence=s.confidence, power=s.power) if se > 0 else None
+    return seeds + (f"; or about {examples:,} test examples (now {n_ex}) at the measured excess {excess:+.4f}"
+                    if examples and excess > 0 else f"; the excess over {n_ex} test examples is {excess:+.4f}")
+
+
+def _resolve_classes(cd: pd.DataFrame, n_a: int, n_b: int, alpha: float, more: int, s: FindingsSpec) -> str:
+    """What would decide "no class differs": Benjamini-Hochberg rejects a class once the smallest p
+    is below alpha / (classes), and `units_for_p` says at how many seeds the smallest would be."""
+    smallest, floor = float(cd["p"].min()), float(cd["min_p"].min())
+    if floor >= alpha:
+        return (f"with {n_a} and {n_b} seeds no class test can reach p < {alpha:g} (smallest p {floor:.2f}); "
+                f"{more} seeds per configuration can")
+    need = units_for_p(smallest, min(n_a, n_b), alpha=alpha / len(cd), power=s.power, two_sided=True)
+    if need is None:
+        return f"no class at q < {alpha:g}, and no class differs at all (smallest p {smallest:.2f})"
+    return (f"no class at q < {alpha:g} (smallest p {smallest:.3f} of {len(cd)} classes): about "
+            f"{max(need, more)} seeds per configuration (now {min(n_a, n_b)}) at the measured p")
 
 
 def _seeds_for(alpha: float) -> int:
@@ -351,7 +378,7 @@ def _dominant(models: pd.DataFrame, removal: pd.DataFrame, overlap: pd.DataFrame
     n = int(r["n_removed"].max())
     numbers_a = (f"{len(r)} blocks: contrast {contrast[''].mean():.2f}, without the {n} dominant examples "
                  f"{contrast['_without_dominant'].mean():.2f}, without {n} random ones "
-                 f"{contrast['_without_random'].mean():.2f} (inside {r['inside'].mean():.2f}, "
+                 f"{contrast['_without_random'].mean():.2f}{_draws(r)} (inside {r['inside'].mean():.2f}, "
                  f"{r['inside_without_dominant'].mean():.2f}, {r['inside_without_random'].mean():.2f})")
     ev_a = mean_effect(np.array(list(units_a.values())), unit="models", confidence=s.confidence, power=s.power)
     rows = [_row(6, "a", stat_a, ev_a, numbers_a, units_a)]
@@ -362,6 +389,14 @@ def _dominant(models: pd.DataFrame, removal: pd.DataFrame, overlap: pd.DataFrame
     numbers_b = f"Jaccard {overlap['jaccard'].mean():.2f} over {len(overlap)} seed pairs in {len(per_config)} configurations"
     ev_b = mean_effect(np.array(list(units_b.values())), unit="configurations", confidence=s.confidence, power=s.power)
     return rows + [_row(6, "b", stat_b, ev_b, numbers_b, units_b)]
+
+
+def _draws(r: pd.DataFrame) -> str:
+    """How many random sets the control's mean is over, and its spread between them."""
+    if "random_draws" not in r or r["random_draws"].isna().all():
+        return ""
+    return (f" (mean of {int(r['random_draws'].max())} random draws per model, their sd "
+            f"{r['contrast_without_random_sd'].mean():.3f})")
 
 
 # ------------------------------------------------------------------------------ all

@@ -11,11 +11,16 @@ From the top pair (lambda_1, u_1) of each layer, per batch, `PCView` accumulates
   computed exactly as CKA is (Nguyen, Raghu & Kornblith 2021, sec. 4.2; `cka_without_pc1`);
 * the squared cosine (u_1^a . u_1^b)^2 between two layers' first-PC score vectors over the
   same batch, averaged over batches (`pc1_cos2`; sign-free, 1 = the same direction);
-* per probe example (diagonal use only): its share u_1(i)^2 of the first PC (the u_1 are unit
-  vectors, so the shares of a batch sum to 1), its squared first-PC score lambda_1 u_1(i)^2 and
-  its squared distance to the batch mean, K_c(i, i). Examples with a large share carry the
-  first PC: the *dominant datapoints* of Nguyen, Raghu & Kornblith, "On the Origins of the
-  Block Structure Phenomenon in Neural Network Representations" (TMLR 2022).
+* per probe example (diagonal use only): its squared first-PC score lambda_1 u_1(i)^2 (the
+  squared length of its centred activation's projection on the batch's first PC) and its
+  squared distance to the batch mean, K_c(i, i), each averaged over the batches it was in; and
+  from the scores its *share* of the layer's first PC over the probe set, its mean squared
+  score over the sum of all examples' (a layer's shares sum to 1). The score, unlike u_1(i)^2
+  (which sums to 1 within a batch, so that its scale is 1/n), does not depend on the batch's
+  size: an example in a batch of 104 is not weighted 2.5 times one in a batch of 256.
+  Examples with a large share carry the first PC: the *dominant datapoints* of Nguyen, Raghu
+  & Kornblith, "On the Origins of the Block Structure Phenomenon in Neural Network
+  Representations" (TMLR 2022).
 
 Cost per batch: one batched eigendecomposition of the (R, n, n) centred Grams (about 7.5 ms
 per layer at n = 256 in float64 on one core of the 2-core dev machine, 1.7x eigvalsh), and one
@@ -49,7 +54,6 @@ class PCResult:
     removed_xx: np.ndarray  # (R_x,)
     removed_yy: np.ndarray  # (R_y,)
     cos2_sum_xy: np.ndarray  # (R_x, R_y) sum_b (u_1^x . u_1^y)^2
-    share_sum: np.ndarray | None  # (R_x, N) per example: sum over its batches of u_1(i)^2
     score2_sum: np.ndarray | None  # (R_x, N) sum of lambda_1 u_1(i)^2
     norm2_sum: np.ndarray | None  # (R_x, N) sum of K_c(i, i)
     seen: np.ndarray | None  # (N,) batches each example was in
@@ -70,12 +74,16 @@ class PCResult:
         return self.cos2_sum_xy / self.n_batches
 
     def example_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row layer and probe example (R_x, N): mean first-PC share, RMS first-PC score and
-        RMS distance to the batch mean over the batches the example was in (NaN if in none)."""
-        if self.share_sum is None:
+        """Per row layer and probe example (R_x, N): its share of the layer's first PC over the probe
+        set (mean squared score over the sum of all examples'), RMS first-PC score and RMS distance
+        to the batch mean over the batches the example was in (NaN if in none)."""
+        if self.score2_sum is None:
             raise ValueError("no per-example sums: accumulate with probe_size and examples")
         seen = np.where(self.seen > 0, self.seen, np.nan)[None, :]  # (1, N)
-        return self.share_sum / seen, np.sqrt(self.score2_sum / seen), np.sqrt(self.norm2_sum / seen)
+        score2 = self.score2_sum / seen  # (R_x, N)
+        total = np.nansum(score2, axis=1, keepdims=True)  # (R_x, 1)
+        share = np.divide(score2, total, out=np.full(score2.shape, np.nan), where=total > 0)
+        return share, np.sqrt(score2), np.sqrt(self.norm2_sum / seen)
 
     def __add__(self, other: PCResult) -> PCResult:
         add = lambda a, b: None if a is None else a + b  # noqa: E731
@@ -126,7 +134,6 @@ class PCView:
             idx = examples.to(grams_x.device)
             size = (len(grams_x), self.probe_size)
             zeros = lambda: torch.zeros(size, dtype=torch.float64, device=grams_x.device)  # noqa: E731
-            self._add("share", zeros().index_add_(1, idx, ux ** 2))
             self._add("score2", zeros().index_add_(1, idx, lx[:, None] * ux ** 2))
             self._add("norm2", zeros().index_add_(1, idx, cx.diagonal(dim1=-2, dim2=-1)))
             seen = torch.zeros(self.probe_size, dtype=torch.float64, device=grams_x.device)
@@ -139,4 +146,4 @@ class PCView:
             raise ValueError("no batch seen yet: call update() first")
         get = lambda k: self._sums[k].cpu().numpy().copy() if k in self._sums else None  # noqa: E731
         return PCResult(get("pc1_x"), get("pc1_y"), get("removed_xy"), get("removed_xx"), get("removed_yy"),
-                        get("cos2_xy"), get("share"), get("score2"), get("norm2"), get("seen"), self.n_batches)
+                        get("cos2_xy"), get("score2"), get("norm2"), get("seen"), self.n_batches)

@@ -134,6 +134,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("before_without_dominant", pa.float64()), ("before_without_random", pa.float64()),
         ("outside", pa.float64()), ("outside_without_dominant", pa.float64()),  # every kept layer outside
         ("outside_without_random", pa.float64()),  # the block, before and after pooled (span_contrast)
+        # "without_random": the mean over random_draws random sets of n_removed examples; the contrast's
+        # (inside - outside) standard deviation over those draws
+        ("random_draws", pa.int32()), ("contrast_without_random_sd", pa.float64()),
     ]),
     # how alike two seeds' dominant sets inside their blocks are (analysis/dominance.py)
     "dominant_overlap": pa.schema([

@@ -17,12 +17,14 @@ import torch
 def stream_batches(
     n_examples: int, *, batch_size: int = 256, passes: int = 10, seed: int = 0
 ) -> Iterator[torch.Tensor]:
-    """Indices of the probe stream: per pass one seeded permutation, cut into batches.
+    """Indices of the probe stream: per pass one seeded permutation, cut into equal batches.
 
     Pass p's permutation depends only on (seed, p) (NumPy's SeedSequence), so every model,
-    tile and re-run sees the same batches. The last batch of a pass may be short; the CKA
-    accumulator skips batches of fewer than 4 examples (analysis.cka.MIN_BATCH) and counts
-    them. Defaults follow Nguyen et al. 2021 (batch 256, 10 passes).
+    tile and re-run sees the same batches. A pass is cut into the fewest batches of at most
+    `batch_size` examples, their sizes differing by at most one (`batch_sizes`: 360 examples
+    at 256 are two batches of 180, not 256 + 104), so that per-example first-PC shares, which
+    sum to 1 within a batch, are alike in scale in every batch. Defaults follow Nguyen et al.
+    2021 (batch 256, 10 passes).
 
     Yields
     ------
@@ -35,7 +37,14 @@ def stream_batches(
             raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
     for p in range(passes):
         perm = np.random.default_rng([seed, p]).permutation(n_examples)  # (n_examples,)
-        yield from torch.from_numpy(perm).split(batch_size)
+        yield from torch.from_numpy(perm).split(batch_sizes(n_examples, batch_size))
+
+
+def batch_sizes(n_examples: int, batch_size: int) -> list[int]:
+    """The fewest batches of at most `batch_size` that hold `n_examples`, sizes differing by at most one."""
+    k = -(-n_examples // batch_size)  # ceil
+    small, extra = divmod(n_examples, k)
+    return [small + 1] * extra + [small] * (k - extra)
 
 
 def batches(x: torch.Tensor | Any, index_batches: Iterable[torch.Tensor],

@@ -124,16 +124,23 @@ def _dominant_removal(model: RepresentationModel, data: Dataset, trial: TrialCon
         raise ValueError(f"compare.dominant ({k}) leaves {len(x) - len(top)} of the probe set's {len(x)} examples; "
                          f"lower compare.dominant or use more test examples")
     others = np.setdiff1d(np.arange(len(x)), top)
-    random = np.random.default_rng(trial.seed).choice(others, size=min(len(top), len(others)), replace=False)
     c = spec.compare
     run = lambda removed: dominance.block_cka_without(model, x, start, end, list(removed),  # noqa: E731
                                                       batch_size=c.batch_size, passes=c.passes)
-    full, without, control = run([]), run(top), run(random)
+    full, without = run([]), run(top)
+    draws = [run(np.random.default_rng([trial.seed, d]).choice(others, size=min(len(top), len(others)),
+                                                                replace=False)) for d in range(RANDOM_DRAWS)]
+    control = {stat: float(np.mean([d[stat] for d in draws])) for stat in ("inside", "before", "outside")}
+    spread = np.std([d["inside"] - d["outside"] for d in draws], ddof=1)
     return pd.DataFrame([{"trial_id": trial.trial_id, "threshold": threshold, "start": start,
-                          "end": end, "n_removed": len(top),
+                          "end": end, "n_removed": len(top), "random_draws": RANDOM_DRAWS,
+                          "contrast_without_random_sd": float(spread),
                           **{f"{stat}{suffix}": out[stat] for stat in ("inside", "before", "outside")
                              for suffix, out in (("", full), ("_without_dominant", without),
                                                  ("_without_random", control))}}])
+
+
+RANDOM_DRAWS = 4  # random sets removed as the dominant set's control: their mean, and their spread
 
 
 PROBES = TrialStage("probes", _probes, enabled=lambda spec: spec.compare.probes)

@@ -206,8 +206,9 @@ class CompareSpec:
         if self.probe_examples < 0 or 0 < self.probe_examples < 4:
             _fail("compare.probe_examples", self.probe_examples,
                   "0 (the whole test set) or an integer >= 4 (the estimator needs batches of n >= 4)")
-        if self.batch_size < 4:
-            _fail("compare.batch_size", self.batch_size, "an integer >= 4 (the estimator needs n >= 4)")
+        if self.batch_size < 8:
+            _fail("compare.batch_size", self.batch_size,
+                  "an integer >= 8 (a pass is cut into equal batches, each needs n >= 4)")
         if self.passes < 1:
             _fail("compare.passes", self.passes, "an integer >= 1")
         if self.group_size < 0:

@@ -22,7 +22,7 @@ from repsweep.analysis.cka import CKAAccumulator
 from repsweep.analysis.pcview import PCResult, PCView
 from repsweep.analysis.schemas import SCHEMAS
 from repsweep.analysis.store import SweepStore
-from repsweep.analysis.stream import batches, stream_batches
+from repsweep.analysis.stream import batch_sizes, batches, stream_batches
 from repsweep.models import model_from_bytes
 from repsweep.orchestrator.data import load_dataset
 from repsweep.orchestrator.plan import Tile
@@ -83,7 +83,7 @@ def run_tile(tile: Tile, sweep_uri: str, compare: CompareSpec, dataset: DatasetS
             pc_pairs.append(pd.DataFrame({**keys, "cka_without_pc1": without[i, j],
                                           "pc1_cos2": cos2[i, j], "hsic_ab": pcs.removed_xy[i, j],
                                           "hsic_aa": pcs.removed_xx[i], "hsic_bb": pcs.removed_yy[j]}))
-    frame = _frame(cka, "cka").assign(n_batches=res.n_batches, batch_size=min(compare.batch_size, len(x)))
+    frame = _frame(cka, "cka").assign(n_batches=res.n_batches, batch_size=max(batch_sizes(len(x), compare.batch_size)))
     if pcs is not None:
         store.write_part("pc1_pairs", tile.key, _frame(pc_pairs, "pc1_pairs").assign(n_batches=pcs.n_batches))
     if tile.diagonal:

@@ -21,7 +21,7 @@ from repsweep.analysis.cka import (
     linear_cka,
     minibatch_cka,
 )
-from repsweep.analysis.stream import stream_batches
+from repsweep.analysis.stream import batch_sizes, stream_batches
 from repsweep.models import LayerInfo, RepresentationModel
 
 
@@ -280,10 +280,9 @@ def test_batches_smaller_than_four_are_skipped_and_counted():
     assert np.isnan(only_short.cka()).all()
 
 
-def test_a_short_last_batch_is_accumulated_with_its_own_size():
+def test_batches_of_unequal_sizes_are_each_accumulated_with_their_own_size():
     layers = random_layers(70)
-    batches = batches_of(70, 32)
-    assert [len(b) for b in batches] == [32, 32, 6]
+    batches = np.split(np.random.default_rng(0).permutation(70), [32, 64])  # 32, 32, 6
     result = accumulate(layers, batches).result()
     assert (result.n_batches, result.n_examples, result.n_skipped) == (3, 70, 0)
     xy, _, _ = naive_minibatch_hsic(layers[1], layers[2], batches)
@@ -457,12 +456,27 @@ def test_minibatch_cka_of_resnets_runs_their_folded_copies_with_the_same_result(
 
 def test_probe_stream_is_a_permutation_per_pass():
     batches = list(stream_batches(1000, batch_size=256, passes=3, seed=7))
-    assert [len(b) for b in batches] == [256, 256, 256, 232] * 3
+    assert [len(b) for b in batches] == [250, 250, 250, 250] * 3  # equal batches, not 256 x 3 + 232
     passes = [torch.cat(batches[i : i + 4]) for i in range(0, 12, 4)]
     for p in passes:
         assert p.dtype == torch.int64
         assert torch.equal(p.sort().values, torch.arange(1000))
     assert not torch.equal(passes[0], passes[1])  # each pass is shuffled anew
+
+
+@pytest.mark.parametrize("n, sizes", [(360, [180, 180]), (1000, [250] * 4), (10000, [250] * 40), (200, [200])])
+def test_a_pass_is_cut_into_the_fewest_equal_batches(n, sizes):
+    assert batch_sizes(n, 256) == sizes
+    assert [len(b) for b in stream_batches(n, batch_size=256, passes=1)] == sizes
+
+
+def test_batch_sizes_differ_by_at_most_one_and_never_exceed_the_limit():
+    for n in range(1, 400):
+        for limit in (8, 9, 64, 256):
+            sizes = batch_sizes(n, limit)
+            assert sum(sizes) == n and max(sizes) <= limit and max(sizes) - min(sizes) <= 1
+            assert len(sizes) == -(-n // limit)  # the fewest batches
+            assert n < 4 or min(sizes) >= 4  # every batch usable by the estimator (limit >= 8)
 
 
 def test_probe_stream_is_seeded_and_identical_across_calls():

@@ -137,6 +137,41 @@ def test_identical_seeds_erring_on_disjoint_examples_give_p_min_p_and_a_positive
     assert row["excess"] == pytest.approx(20 / 200) and row["baseline"] == 0 and row["ci_low"] > 0
 
 
+def _expected_abs_difference(p: float, q: float, k: int) -> float:
+    """E|U/k - V/k| for U ~ Binomial(k, p), V ~ Binomial(k, q), by enumeration (the naive formula)."""
+    return sum(stats.binom.pmf(u, k, p) * stats.binom.pmf(v, k, q) * abs(u - v) / k
+               for u in range(k + 1) for v in range(k + 1))
+
+
+@pytest.mark.parametrize("seeds", [2, 4])
+def test_a_planted_per_example_difference_is_found_with_an_interval_that_covers_it(seeds):
+    """On examples 0-999 of 4,000, a is right 95% of the time and b 35%; elsewhere both 90%.
+    The excess expected per example is E|A1 - B2| - (E|A1 - A2| + E|B1 - B2|) / 2 over groups of
+    k = seeds / 2 models ((p - q)^2 when k = 1); the interval over test examples must cover it."""
+    rng = np.random.default_rng(11)
+    trials = make_trials({("a", 1.0): list(range(seeds)), ("b", 1.0): list(range(seeds))})
+    ease_a, ease_b = np.full(4000, 0.9), np.full(4000, 0.9)
+    ease_a[:1000], ease_b[:1000] = 0.95, 0.35
+    row = example_disagreement(make_predictions(sample_correct_by_arch(rng, {"a": ease_a, "b": ease_b}, trials),
+                                                np.zeros(4000)), trials).iloc[0]
+    k = seeds // 2
+    def excess(p: float, q: float) -> float:
+        return _expected_abs_difference(p, q, k) - (_expected_abs_difference(p, p, k)
+                                                    + _expected_abs_difference(q, q, k)) / 2
+
+    planted = 0.25 * excess(0.95, 0.35) + 0.75 * excess(0.9, 0.9)  # the second is 0
+    if k == 1:
+        assert planted == pytest.approx(0.25 * (0.95 - 0.35) ** 2)  # the closed form
+    assert row["ci_low"] <= planted <= row["ci_high"] and row["ci_low"] > 0
+    assert row["excess"] == pytest.approx(planted, abs=0.02)
+
+
+def sample_correct_by_arch(rng: np.random.Generator, ease: dict[str, np.ndarray],
+                           trials: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each trial right on example i with probability ease[its arch][i], independently."""
+    return {t.trial_id: rng.random(len(ease[t.arch])) < ease[t.arch] for t in trials.itertuples()}
+
+
 def test_two_seeds_per_configuration_never_give_p_below_a_third():
     trials = make_trials({("a", 1.0): [0, 1], ("b", 1.0): [0, 1]})
     right_a, right_b = np.arange(300) >= 150, np.arange(300) < 150  # as different as two patterns can be

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from repsweep.analysis.evidence import (CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE, combine, difference_effect,
-                                        mean_effect, units_needed, verdict)
+                                        mean_effect, units_for_p, units_needed, verdict)
 from repsweep.analysis.quality import flag_trials
 
 LEVEL = dict(confidence=0.95, power=0.8)
@@ -52,6 +52,16 @@ def test_units_needed_matches_the_textbook_sample_size():
     assert 785 <= n <= 800
     assert units_needed(0.0, 1.0, **LEVEL) is None
     assert units_needed(0.1, 1.0, groups=2, **LEVEL) == pytest.approx(2 * n, rel=0.02)
+
+
+def test_units_for_p_scales_the_units_by_the_square_of_the_standard_errors_still_missing():
+    target = stats.norm.isf(0.05) + stats.norm.ppf(0.8)  # one-sided at 0.05 with power 0.8: 2.49 SE
+    assert units_for_p(stats.norm.sf(target), 10, alpha=0.05, power=0.8) == 10  # already enough
+    assert units_for_p(stats.norm.sf(target / 2), 10, alpha=0.05, power=0.8) == 40  # half the SE: 4x the units
+    two = stats.norm.isf(0.025) + stats.norm.ppf(0.8)
+    assert units_for_p(2 * stats.norm.sf(two / 3), 5, alpha=0.05, power=0.8, two_sided=True) == 45
+    for p in (0.5, 0.7, 1.0):  # no effect in the tested direction: no number of units shows one
+        assert units_for_p(p, 4, alpha=0.05, power=0.8) is None
 
 
 def test_a_difference_against_a_control_uses_welchs_interval():

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from repsweep.analysis.blocks import CENTRAL_THRESHOLD
+from repsweep.analysis.errors import class_diff, example_disagreement
 from repsweep.analysis.evidence import CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE
 from repsweep.analysis.findings import findings, lines
+from repsweep.analysis.predictions import class_accuracy
 from repsweep.orchestrator.spec import FindingsSpec
 
 L = 12  # layers per model (the last the logits), for every architecture here
@@ -140,6 +143,37 @@ def test_an_effect_the_seeds_cannot_resolve_is_inconclusive_with_what_would_reso
     assert out.loc[(5, "a"), "verdict"] == INCONCLUSIVE and out.loc[(5, "b"), "verdict"] == INCONCLUSIVE
     assert "cannot reach p < 0.05 (smallest p 0.33); 4 seeds per configuration can" in out.loc[(5, "a"), "resolve"]
     assert out.loc[(5, "a"), "claim_verdict"] == INCONCLUSIVE
+
+
+def _wide_deep_errors(seeds: int, rng_seed: int) -> dict[str, pd.DataFrame]:
+    """Real error tables (analysis/errors.py) for d20-w1 against d8-w2 on 1,000 test examples: both
+    right 90% of the time, but on examples 0-99 one is 7.5 points easier and the other harder
+    (a planted per-example difference below the noise of 4 seeds)."""
+    rng = np.random.default_rng(rng_seed)
+    trials = pd.DataFrame([{"trial_id": f"{a}-f1-s{s}", "arch": a, "data_fraction": 1.0, "seed": s}
+                           for a in ("d20-w1", "d8-w2") for s in range(seeds)])
+    ease = {"d20-w1": np.full(1000, 0.9), "d8-w2": np.full(1000, 0.9)}
+    ease["d20-w1"][:100] += 0.075
+    ease["d8-w2"][:100] -= 0.075
+    labels = np.arange(1000) % 10
+    preds = pd.concat([pd.DataFrame({"trial_id": t.trial_id, "example": np.arange(1000), "label": labels,
+                                     "correct": rng.random(1000) < ease[t.arch]}) for t in trials.itertuples()])
+    return {"example_disagreement": example_disagreement(preds, trials),
+            "class_diff": class_diff(class_accuracy(preds), trials)}
+
+
+def test_an_excess_below_the_noise_names_the_seeds_that_then_resolve_it():
+    tables = _tables(_trials())
+    tables.update(_wide_deep_errors(4, rng_seed=1))
+    row = _out(tables).loc[(5, "a")]
+    assert row["verdict"] == INCONCLUSIVE and row["p"] > 0.05
+    need = int(re.search(r"about (\d+) seeds per configuration \(now 4\)", row["resolve"]).group(1))
+    assert 4 < need <= 40, row["resolve"]
+    assert re.search(r"or about [\d,]+ test examples \(now 1000\)", row["resolve"]), row["resolve"]
+
+    tables.update(_wide_deep_errors(need, rng_seed=2))  # new seeds, as many as it said
+    again = _out(tables).loc[(5, "a")]
+    assert again["verdict"] == HOLDS and again["p"] < 0.05 and again["n"] == 2 * need
 
 
 def test_a_grid_with_one_seed_and_one_fraction_says_what_it_cannot_test():

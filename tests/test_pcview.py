@@ -88,13 +88,33 @@ def test_a_few_large_norm_examples_are_found_dominant_and_leaving_them_out_disso
     assert np.abs(without.cka()[np.triu_indices(4, 1)]).max() < 0.1  # the block is gone
 
 
-def test_shares_of_each_batch_sum_to_one_and_every_example_is_counted():
+def test_a_layers_shares_sum_to_one_over_the_probe_set_and_every_example_is_counted():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((90, 12))
     batches = [b.numpy() for b in stream_batches(90, batch_size=30, passes=2)]
     _, view = _accumulate([x], batches, probe_size=90)
     assert view.seen.tolist() == [2.0] * 90
-    assert view.share_sum.sum() == pytest.approx(len(batches))  # u_1 is a unit vector per batch
+    share, score, _ = view.example_stats()
+    assert share.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(share, score ** 2 / (score ** 2).sum(), rtol=1e-12)
+
+
+def test_an_examples_share_does_not_depend_on_the_size_of_its_batch():
+    """A layer with a real first PC (variance 25 against noise 1), cut 256 + 104 as the probe stream
+    once was: u_1(i)^2 sums to 1 per batch, so it weighted the small batch's examples 2.5 times;
+    the first-PC score lambda_1 u_1(i)^2 (and the share made from it) does not."""
+    rng = np.random.default_rng(5)
+    n, d = 360, 16
+    x = 5 * rng.standard_normal((n, 1)) @ rng.standard_normal((1, d)) + rng.standard_normal((n, d))
+    batches = [np.arange(256), np.arange(256, n)]
+    _, view = _accumulate([x], batches, probe_size=n)
+    share, _, _ = view.example_stats()
+    assert share[0, 256:].mean() / share[0, :256].mean() == pytest.approx(1.0, abs=0.15)
+
+    u2 = np.empty(n)  # the old weight, u_1(i)^2 of each batch's centred Gram (the naive way, by SVD)
+    for idx in batches:
+        u2[idx] = np.linalg.svd(x[idx] - x[idx].mean(axis=0), full_matrices=False)[0][:, 0] ** 2
+    assert u2[256:].mean() / u2[:256].mean() == pytest.approx(256 / 104, rel=0.05)
 
 
 def _model_layers(rng: np.random.Generator, shared: str, n: int = 512, d: int = 32, n_layers: int = 10):

@@ -48,7 +48,7 @@ def test_a_sweep_over_two_torchvision_models_streams_trains_compares_and_fills_e
                       dataset={"name": "imagefolder", "root": str(tmp_path / "images"), "image_size": 32},
                       grid={"model_name": ["resnet18", "mobilenet_v3_small"], "seed": [0, 1]},
                       training={"epochs": 2, "batch_size": 10, "warmup_epochs": 1},
-                      compare={"passes": 2, "batch_size": 6, "dominant": 3})
+                      compare={"passes": 2, "batch_size": 8, "dominant": 3})
     assert main(["run", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "(1)" in out and "(6)" in out  # the findings, in words
