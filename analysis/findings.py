@@ -314,7 +314,6 @@ def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataF
         return rows + [_row(5, "b", stat_b, _none("seeds", f"no testable class for {name}"))]
     sig = cd[cd["q"] < alpha]
     top = cd.loc[cd["difference"].abs().idxmax()]
-    class_min_p = float(cd["min_p"].min())
     v = HOLDS if len(sig) else INCONCLUSIVE  # no class below q is not shown to be equal
     resolve = "" if len(sig) else _resolve_classes(cd, n_a, n_b, alpha, more, s)
     ev_b = Evidence(float(len(sig)), NAN, NAN, seeds, "seeds", v, resolve)
