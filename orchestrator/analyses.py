@@ -8,7 +8,9 @@ says what each one reads and writes and in which order they run (`STEPS`):
    (analysis/quality.py), class_accuracy and disagreement (analysis/predictions.py), blocks
    (analysis/blocks.py) and each block's contrast with and without its first PC
    (`pc1_removal`), example_stats, example_disagreement and class_diff (analysis/errors.py);
-3. per trial with a block: the block without its dominant datapoints (`dominant_removal`);
+3. per trial with a block carried by a dominant first PC (the runs of alike layers without one
+   are not what the claim is about): the block without its dominant datapoints, and without
+   as many random examples (`dominant_removal`);
 4. derived: dominant_overlap (analysis/dominance.py), then findings (analysis/findings.py).
 """
 
@@ -106,7 +108,8 @@ def _pc_blocks(store: SweepStore, plan: Plan, spec: SweepSpec) -> pd.DataFrame:
 
 
 def _with_block(store: SweepStore, plan: Plan, spec: SweepSpec) -> list[str]:
-    return list(_central_blocks(store, plan, spec)["trial_id"])
+    """The trials the dominant-datapoint claims rest on: trained, with a block carried by its first PC."""
+    return list(_pc_blocks(store, plan, spec)["trial_id"])
 
 
 def _dominant_removal(model: RepresentationModel, data: Dataset, trial: TrialConfig, spec: SweepSpec,
