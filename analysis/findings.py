@@ -41,7 +41,7 @@ inconclusive with what would resolve it, or not testable). The statistics, per u
   `findings.same_sets` minus the Jaccard overlap of the two dominant sets.
 
 Trials that did not train (`trials.excluded`, analysis/quality.py) are left out, and claim 0
-says which. Settings: the spec's `findings` section (orchestrator/spec.py: FindingsSpec).
+says which. Settings: the spec's `findings` section (analysis/findings_spec.py: FindingsSpec).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from scipy import stats
 
 from repsweep.analysis.evidence import (CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE, Evidence, combine,
                                         difference_effect, mean_effect, units_for_p, units_needed)
-from repsweep.orchestrator.spec import FindingsSpec
+from repsweep.analysis.findings_spec import FindingsSpec
 
 INPUTS = ("blocks", "cka", "pca", "pc1_pairs", "pc1_removal", "example_disagreement", "class_diff",
           "dominant_removal", "dominant_overlap")

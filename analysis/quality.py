@@ -7,7 +7,7 @@ CKA heatmap and first-PC shares would be averaged into every claim about the con
 `exclusion_reason`); the findings leave it out and say how many they left out, and the
 charts draw it, marked.
 
-The rule (thresholds in the spec's `findings` section, orchestrator/spec.py: FindingsSpec):
+The rule (thresholds in the spec's `findings` section, analysis/findings_spec.py: FindingsSpec):
 a finished trial is excluded when its test accuracy is below `min_test_acc`, or when its test
 error is more than `outlier_ratio` times the median test error of its configuration's other
 seeds *and* its accuracy is more than `outlier_gap` below their median accuracy. The ratio

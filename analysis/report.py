@@ -1,6 +1,6 @@
 """The sweep's report: one self-contained HTML file, and single charts as HTML, PNG or SVG.
 
-    write_report("./repsweep-results/demo")   # -> ./repsweep-results/demo/report.html
+    write_report("./repsweep-results/demo", outline=...)   # -> ./repsweep-results/demo/report.html
 
 The report opens with the findings (the study's claims, each with this sweep's numbers and a
 verdict: analysis/findings.py), then the sweep's summary (grid, trials, failures, accuracies,
@@ -11,16 +11,20 @@ Cost: a few seconds (bundling the JavaScript, building the charts' data with Duc
 
 In the page, each chart's <div class="chart"> gets data-rendered="true" once Vega-Embed has
 drawn it, or "error" with the error's text in its place.
+
+What the spec planned (the grid, how many trials, the dataset, the epochs) comes in an
+`Outline`, which the orchestrator makes from the sweep's spec (`orchestrator.sweep.outline`):
+the report reads the tables, never the spec. Without one it shows the grid the tables hold.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import html
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,10 +32,8 @@ import pandas as pd
 
 from repsweep.analysis.charts import CHARTS
 from repsweep.analysis.query import Results, open_results
-from repsweep.analysis.schemas import TableError
+from repsweep.analysis.schemas import GRID_AXES, TableError
 from repsweep.analysis.store import SweepStore
-from repsweep.orchestrator.grid import expand_grid
-from repsweep.orchestrator.spec import AXES, SpecError, plain_number, spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,22 @@ for (const [id, spec] of Object.entries(REPSWEEP_SPECS)) {
 
 # ---------------------------------------------------------------------------- writing
 
-def write_report(store_or_location: SweepStore | str, out_path: str | None = None) -> str:
+@dataclass(frozen=True)
+class Outline:
+    """What the sweep's spec planned, for the report's summary."""
+
+    name: str
+    grids: list[dict[str, list]]  # each sub-grid of the spec: axis -> its values
+    planned: int  # trials in the union of the sub-grids
+    dataset: str
+    epochs: int  # per trial (0: not one number)
+
+
+def write_report(store_or_location: SweepStore | str, out_path: str | None = None,
+                 outline: Outline | None = None) -> str:
     """Write the sweep's report; returns where: `out_path` (a local file) or <sweep>/report.html."""
     res = open_results(store_or_location)
-    page = report_html(res).encode()
+    page = report_html(res, outline).encode()
     if out_path:
         _write_local(out_path, page)
         where = os.path.abspath(out_path)
@@ -105,14 +119,15 @@ def _write_local(path: str, data: bytes) -> None:
 
 # ----------------------------------------------------------------------------- the page
 
-def report_html(res: Results) -> str:
+def report_html(res: Results, outline: Outline | None = None) -> str:
     """The report of one sweep as an HTML document (see the module docstring)."""
-    name, spec = _spec(res.store)
     trials = res.sql("SELECT * FROM trials ORDER BY data_fraction DESC, depth, width, seed")
+    outline = outline or _from_tables(res.store, trials)
+    name = outline.name
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>repsweep report: {html.escape(name)}</h1>",
             f'<p class="meta">{html.escape(res.store.uri)} &middot; written {now}</p>',
-            *_findings(res), *_summary(res, spec, trials)]
+            *_findings(res), *_summary(res, outline, trials)]
     charts = []
     for kind, fn in CHARTS.items():
         body.append(f"<h2>{html.escape(kind)}</h2>")
@@ -151,14 +166,12 @@ def _vl_version() -> str:
 
 # --------------------------------------------------------------------------- summary
 
-def _spec(store: SweepStore) -> tuple[str, dict]:
-    from repsweep.orchestrator.spec import MAX_SPEC_BYTES, SpecError, parse_spec
-
-    try:
-        spec = parse_spec(store.read_bytes("spec.yaml", max_bytes=MAX_SPEC_BYTES), "spec.yaml").to_dict()
-    except (SpecError, TableError, OSError):  # none, or damaged: the report is drawn from the tables alone
-        return os.path.basename(store.root.rstrip("/")), {}
-    return spec["name"], spec
+def _from_tables(store: SweepStore, trials: pd.DataFrame) -> Outline:
+    """The outline the tables show, where no spec's was given: the grid of the trials that ran."""
+    grid = {a: sorted(trials[a].unique().tolist()) for a in GRID_AXES}
+    epochs = trials["epochs"].dropna().unique()
+    return Outline(os.path.basename(store.root.rstrip("/")), [grid], int(np.prod([len(v) for v in grid.values()])),
+                   ", ".join(trials["dataset"].dropna().unique()), int(epochs[0]) if len(epochs) == 1 else 0)
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -194,26 +207,17 @@ def _findings(res: Results) -> list[str]:
 
 def _values(values: list) -> list[str]:
     """An axis's values as written: 20, not 20.0."""
-    return [str(plain_number(v)) if isinstance(v, float) else str(v) for v in values]
+    return [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
 
 
-def _summary(res: Results, spec: dict, trials: pd.DataFrame) -> list[str]:
+def _summary(res: Results, outline: Outline, trials: pd.DataFrame) -> list[str]:
     """Grid, trial states, failures, accuracies and the comparison's extent, as HTML pieces."""
     out = ["<h2>summary</h2>"]
-    try:
-        sweep = spec_from_dict(spec)
-        grids = [{a: v for a, v in dataclasses.asdict(g).items() if v is not None} for g in sweep.grid]
-        planned = len(expand_grid(sweep))
-    except SpecError:  # no spec.yaml, or a damaged one: the grid the tables show
-        grids = [{a: sorted(trials[a].unique().tolist()) for a in AXES}]
-        planned = int(np.prod([len(v) for v in grids[0].values()]))
-    training = spec.get("training", {})
-    dataset = (spec.get("dataset") or {}).get("name") or ", ".join(trials["dataset"].dropna().unique())
+    grids, planned, dataset, epochs = outline.grids, outline.planned, outline.dataset, outline.epochs
     out.append("<p>" + " &#x222A; ".join("; ".join(f"<b>{html.escape(a)}</b> {html.escape(', '.join(_values(v)))}"
                                                   for a, v in grid.items()) for grid in grids)
                + f" &mdash; {planned} trials planned on <b>{html.escape(str(dataset))}</b>"
-               + (f", {training['epochs']} epoch{'s' if training['epochs'] != 1 else ''} each"
-                  if "epochs" in training else "") + "</p>")
+               + (f", {epochs} epoch{'s' if epochs != 1 else ''} each" if epochs else "") + "</p>")
     counts = trials["status"].value_counts().to_dict()
     counts["pending"] = max(0, planned - len(trials))
     out.append("<p>trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "</p>")

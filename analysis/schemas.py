@@ -3,44 +3,45 @@
 Every row carries stable keys, so tables join without guesswork: `trial_id` (derived from
 the trial's configuration, `orchestrator.grid`), and for layers `layer` with `layer_name`,
 `layer_kind`, `stage`, `block` (`models.LayerInfo`). The `trials` table's configuration
-columns are not listed here: they are derived from the spec's dataclasses
-(`TrialConfig.config_columns`), so a field added to the spec becomes a column, and a row
-with a column its table does not know is refused (`SweepStore.write_part`).
+columns (`TRIAL_CONFIG`) are the grid axes and one column per field of the spec's model,
+dataset and training sections, the columns `TrialConfig.config_row` fills; a test holds the
+two in step (tests/test_grid.py), and a row with a column its table does not know is refused
+(`SweepStore.write_part`). Nothing here imports the orchestrator: the tables are what the
+orchestrator writes and the analysis reads.
 """
 
 from __future__ import annotations
 
-import types
-import typing
-
 import pyarrow as pa
-
-from repsweep.orchestrator.grid import TrialConfig
 
 
 class TableError(ValueError):
     """An unknown table or column, or a part that cannot be read; the message names what exists."""
 
 
-_ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
-
-
-def arrow_type(annotation: typing.Any) -> pa.DataType:
-    """The Arrow type of a spec field's annotation (`int`, `float`, `bool`, `str`, `X | None`)."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return _ARROW[annotation]
-
-
 _LAYER_KEYS = [("layer", pa.int32()), ("layer_name", pa.string()), ("layer_kind", pa.string()),
                ("stage", pa.int32()), ("block", pa.int32())]
 
-_CONFIG = [(name, arrow_type(tp)) for name, tp in TrialConfig.config_columns()]
+GRID_AXES = ("depth", "width", "data_fraction", "seed")  # a trial's numeric grid point (its columns, its id)
+TRIAL_CONFIG = [
+    # the grid point
+    ("depth", pa.float64()), ("width", pa.float64()), ("data_fraction", pa.float64()), ("seed", pa.int64()),
+    # the spec's model section (a field `name` is the section's own column)
+    ("model_family", pa.string()), ("model_scale", pa.string()), ("model", pa.string()),
+    ("model_tokens", pa.string()),
+    # the dataset section
+    ("dataset", pa.string()), ("dataset_root", pa.string()), ("dataset_image_size", pa.int64()),
+    ("dataset_augment", pa.bool_()),
+    # the training section, its fields by their own names
+    ("epochs", pa.int64()), ("batch_size", pa.int64()), ("lr", pa.float64()), ("momentum", pa.float64()),
+    ("weight_decay", pa.float64()), ("warmup_epochs", pa.float64()), ("zero_init_residual", pa.bool_()),
+    ("min_steps", pa.int64()),
+]
 
 SCHEMAS: dict[str, pa.Schema] = {
     # one row per trial: its id, its configuration (from the spec), then how it went
     "trials": pa.schema([
-        ("trial_id", pa.string()), ("sweep", pa.string()), ("arch", pa.string()), *_CONFIG,
+        ("trial_id", pa.string()), ("sweep", pa.string()), ("arch", pa.string()), *TRIAL_CONFIG,
         ("status", pa.string()),  # running | done | failed
         ("error", pa.string()),
         # set by the comparison (analysis/quality.py): a finished trial that did not train, left out of the findings

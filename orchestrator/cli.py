@@ -106,6 +106,7 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
         return 1
     rc = _compare(spec, store)
     from repsweep.analysis.report import write_report
+    from repsweep.orchestrator.grid import outline
 
     from repsweep.analysis.findings import lines
     from repsweep.analysis.query import open_results
@@ -114,7 +115,7 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
     for line in lines(open_results(store).table("findings").sort_values("claim")):
         print(line)
     with reported(store, "the report"):
-        print(f"report: {write_report(store)}")
+        print(f"report: {write_report(store, outline=outline(spec))}")
     print(f"tables: {store.uri_of('tables')}")
     print(f"next:   repsweep status {store.uri}    (repsweep findings {store.uri}: the claims again)")
     print(f'        repsweep query {store.uri} "SELECT depth, width, data_fraction, test_acc FROM trials"')
@@ -267,8 +268,9 @@ def cmd_findings(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """repsweep report SWEEP: the self-contained HTML report (a few seconds)."""
     from repsweep.analysis.report import write_report
+    from repsweep.orchestrator.grid import stored_outline
 
-    print(write_report(args.sweep, args.out))
+    print(write_report(args.sweep, args.out, stored_outline(args.sweep)))
     return 0
 
 

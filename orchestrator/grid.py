@@ -2,9 +2,10 @@
 
 The trial id is derived from the configuration alone (never from Ray, the clock or Python's
 salted `hash`): the same spec gives the same ids in any process on any machine. The trial's
-configuration is also the one source of the `trials` table's configuration columns
-(`TrialConfig.config_columns`, `config_row`): a field added to a section of the spec is a
-column, with no list to keep in step by hand.
+configuration fills the `trials` table's configuration columns (`config_row`): the grid axes
+and one column per field of the model, dataset and training sections, which the table lists
+(analysis/schemas.py: TRIAL_CONFIG; tests/test_grid.py fails, naming it, when a field added
+to a section is not listed there).
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import itertools
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from repsweep.analysis.schemas import TableError
+from repsweep.analysis.store import SweepStore
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import get_family
-from repsweep.orchestrator.spec import AXES, DatasetSpec, ModelSpec, SweepSpec, TrainingSpec, plain_number
+from repsweep.orchestrator.spec import (AXES, MAX_SPEC_BYTES, DatasetSpec, ModelSpec, SpecError, SweepSpec,
+                                        TrainingSpec, parse_spec, plain_number)
+
+if TYPE_CHECKING:
+    from repsweep.analysis.report import Outline
 
 # Section fields become columns named <prefix><field>; a field called `name` is the column
 # `<section>` (dataset.name -> dataset). Grid axes are columns of their own name.
@@ -109,3 +116,21 @@ def expand_grid(spec: SweepSpec) -> list[TrialConfig]:
                            for point in itertools.product(g.model_name or [spec.model.name], *(getattr(g, a) for a in AXES)))
     return [TrialConfig(**dict(zip(AXES, point[1:])), model=dataclasses.replace(spec.model, name=point[0]),
                         training=spec.training, dataset=spec.dataset) for point in points]
+
+
+def outline(spec: SweepSpec) -> Outline:
+    """What the spec plans, for the report's summary (analysis/report.py): its sub-grids, their trials."""
+    from repsweep.analysis.report import Outline  # charts and their libraries: only when a report is made
+
+    grids = [{a: v for a, v in dataclasses.asdict(g).items() if v is not None} for g in spec.grid]
+    return Outline(spec.name, grids, len(expand_grid(spec)), spec.dataset.name, spec.training.epochs)
+
+
+def stored_outline(location: str) -> Outline | None:
+    """The outline of the spec stored with a sweep; None where there is none, or it cannot be read
+    (the report is then drawn from the tables alone)."""
+    try:
+        store = SweepStore(location)
+        return outline(parse_spec(store.read_bytes("spec.yaml", max_bytes=MAX_SPEC_BYTES), store.uri_of("spec.yaml")))
+    except (SpecError, TableError, OSError):
+        return None

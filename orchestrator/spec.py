@@ -15,15 +15,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from repsweep.analysis.findings_spec import FindingsSpec
+from repsweep.analysis.location import Location, parse_location
+from repsweep.analysis.schemas import GRID_AXES, TableError
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import FAMILIES, get_family
-
-if TYPE_CHECKING:
-    from repsweep.analysis.location import Location
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 PAIR_KINDS = ("within", "cross_seed", "cross_arch", "all")
@@ -109,7 +109,7 @@ class GridSpec:
                     _fail(f"grid.{axis}", v, "a positive number")
 
 
-AXES = ("depth", "width", "data_fraction", "seed")  # a trial's numeric grid point (its columns, its id)
+AXES = GRID_AXES  # a trial's numeric grid point (its columns, its id): analysis/schemas.py
 
 
 @dataclass(frozen=True)
@@ -222,44 +222,6 @@ class CompareSpec:
 
 
 @dataclass(frozen=True)
-class FindingsSpec:
-    """How the findings judge the study's claims (analysis/findings.py); none of it changes a trial.
-
-    Every verdict rests on a confidence interval over independent models (seeds), so the
-    settings here are the interval's level, the power behind "what would resolve it", the
-    rule that leaves out trials that did not train, and the few thresholds that define what
-    is measured (not how large an effect must be).
-    """
-
-    confidence: float = 0.95  # level of every interval; tests reject at 1 - confidence
-    block_threshold: float = 0.9  # CKA every pair of a block's layers reaches (analysis/blocks.py: the rule)
-    block_min_layers: int = 7  # fewest layers in a block: one more than the runs residual paths alone give
-    power: float = 0.8  # chance of showing an effect of the measured size, for the seeds a verdict would need
-    dominant_pc1: float = 0.5  # first-PC share of variance inside a block at which the PC is "dominant" (more
-    #                            than all others together; the paper's blocks: 0.6-0.9, Figure 3); below it the
-    #                            run of alike layers is reported, but the first-PC claims (3, 4, 6) do not use it
-    same_sets: float = 0.5  # Jaccard overlap at which two seeds' dominant sets count as the same (half their union)
-    similar_accuracy: float = 0.01  # wide and deep models within this test accuracy count as "similar" (claim 5)
-    outlier_ratio: float = 3.0  # a trial whose test error is over this many times the median of its
-    outlier_gap: float = 0.05   # configuration's other seeds, and this much accuracy below it, did not train
-    min_test_acc: float = 0.0  # and so does any trial below this test accuracy (0: no floor)
-
-    def __post_init__(self) -> None:
-        for name in ("confidence", "power"):
-            if not 0.5 <= getattr(self, name) < 1:
-                _fail(f"findings.{name}", getattr(self, name), "a probability in [0.5, 1), e.g. 0.95")
-        if not 0 < self.block_threshold <= 1:
-            _fail("findings.block_threshold", self.block_threshold, "a CKA level in (0, 1]")
-        if self.block_min_layers < 2:
-            _fail("findings.block_min_layers", self.block_min_layers, "an integer >= 2 (layers)")
-        for name in ("dominant_pc1", "same_sets", "similar_accuracy", "outlier_gap", "min_test_acc"):
-            if not 0 <= getattr(self, name) <= 1:
-                _fail(f"findings.{name}", getattr(self, name), "a number in [0, 1]")
-        if not self.outlier_ratio >= 1:
-            _fail("findings.outlier_ratio", self.outlier_ratio, "a number >= 1 (times the median test error)")
-
-
-@dataclass(frozen=True)
 class SweepSpec:
     """A whole sweep: what to train, on what, with what, and where results go."""
 
@@ -308,9 +270,6 @@ class SweepSpec:
     @property
     def location(self) -> Location:
         """Where this sweep's results live, <storage>/<name>, parsed (local paths made absolute)."""
-        from repsweep.analysis.location import parse_location  # imports the tables' schemas, which import this
-        from repsweep.analysis.schemas import TableError
-
         try:
             return parse_location(self.storage).join(self.name)
         except TableError as e:
@@ -383,8 +342,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {k: _convert(hints[k], v, prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)
+    except SpecError:
+        raise
     except TypeError as e:  # a wrongly typed value slipped past a numeric comparison
         raise SpecError(f"spec section '{prefix.rstrip('.') or 'top level'}': {e}") from e
+    except ValueError as e:  # a section defined where the spec's errors are not (analysis/findings_spec.py)
+        raise SpecError(str(e)) from e
 
 
 def spec_from_dict(data: Any) -> SweepSpec:

@@ -14,7 +14,7 @@ from repsweep.analysis.errors import class_diff, example_disagreement
 from repsweep.analysis.evidence import CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE
 from repsweep.analysis.findings import findings, lines
 from repsweep.analysis.predictions import class_accuracy
-from repsweep.orchestrator.spec import FindingsSpec
+from repsweep.analysis.findings_spec import FindingsSpec
 
 L = 12  # layers per model (the last the logits), for every architecture here
 DEPTHS, WIDTHS = (8, 20, 56), (1, 2)

@@ -6,6 +6,10 @@ import dataclasses
 import json
 import subprocess
 import sys
+import types
+import typing
+
+import pyarrow as pa
 
 from repsweep.orchestrator.grid import TrialConfig, expand_grid
 from repsweep.orchestrator.spec import AXES, load_spec, spec_from_dict
@@ -85,8 +89,28 @@ def test_every_spec_field_of_a_trial_is_a_trials_column():
     assert {"dataset_augment", "dataset_image_size", "model_family", "arch"} <= set(names)
 
 
-def test_a_field_added_to_the_spec_becomes_a_column(monkeypatch):
-    from repsweep.analysis.schemas import arrow_type
+_ARROW = {int: pa.int64(), float: pa.float64(), bool: pa.bool_(), str: pa.string()}
+
+
+def _config_schema() -> list[tuple[str, pa.DataType]]:
+    """The columns `TrialConfig.config_row` fills, typed from the spec's annotations (`X | None` as X)."""
+    out = []
+    for name, tp in TrialConfig.config_columns():
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        out.append((name, _ARROW[tp]))
+    return out
+
+
+def test_the_trials_table_lists_every_configuration_column_with_its_type():
+    from repsweep.analysis.schemas import TRIAL_CONFIG
+
+    assert [(n, str(t)) for n, t in TRIAL_CONFIG] == [(n, str(t)) for n, t in _config_schema()], (
+        "a spec field and the trials table's columns differ: list it in analysis/schemas.py, TRIAL_CONFIG")
+
+
+def test_a_field_added_to_the_spec_changes_the_id_and_is_a_column_the_table_must_list(monkeypatch):
+    from repsweep.analysis.schemas import TRIAL_CONFIG
     from repsweep.orchestrator import grid
     from repsweep.orchestrator.spec import TrainingSpec
 
@@ -95,8 +119,8 @@ def test_a_field_added_to_the_spec_becomes_a_column(monkeypatch):
         label_smoothing: float = 0.1  # a field a later version might add
 
     monkeypatch.setattr(grid, "TrainingSpec", Extended)  # what TrialConfig's annotation names
-    columns = dict(TrialConfig.config_columns())
-    assert columns["label_smoothing"] is float and str(arrow_type(columns["label_smoothing"])) == "double"
+    added = [c for c in _config_schema() if c[0] not in dict(TRIAL_CONFIG)]
+    assert [(n, str(t)) for n, t in added] == [("label_smoothing", "double")]  # the test above names it
     base = expand_grid(spec_from_dict({"name": "x"}))[0]
     trial = dataclasses.replace(base, training=Extended())
     assert trial.config_row()["label_smoothing"] == 0.1

@@ -13,8 +13,9 @@ import pytest
 
 from repsweep.analysis.charts import CHARTS
 from repsweep.analysis.query import open_results
-from repsweep.analysis.report import REPORT_FILE, write_report
+from repsweep.analysis.report import REPORT_FILE, report_html, write_report
 from repsweep.orchestrator.cli import main
+from repsweep.orchestrator.grid import stored_outline
 from tests.conftest import N_TRIALS
 
 pytestmark = pytest.mark.timeout(300)
@@ -85,7 +86,7 @@ def _copy_tables(sweep: Path, dest: Path, tables: tuple[str, ...] | None = None)
 @pytest.fixture(scope="module")
 def report(results_sweep, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "report.html"
-    assert write_report(str(results_sweep), str(out)) == str(out)
+    assert write_report(str(results_sweep), str(out), stored_outline(str(results_sweep))) == str(out)
     return out
 
 
@@ -103,6 +104,12 @@ def test_report_holds_the_summary_and_a_div_per_chart(report, results_sweep):
     assert drawn == [k for k in CHARTS if k in drawn] and set(not_drawn) <= {"dominant-removal"}
     assert page.index("<h2>findings</h2>") < page.index("<h2>summary</h2>")  # the report opens with them
     assert len(re.findall(r'<li class="finding">', page)) == 6
+
+
+def test_without_the_specs_outline_the_summary_shows_the_grid_the_tables_hold(results_sweep):
+    page = report_html(open_results(str(results_sweep)))  # no outline: as for a sweep whose spec.yaml is gone
+    assert f"{N_TRIALS} trials planned on <b>digits</b>, 1 epoch each" in page
+    assert stored_outline(str(results_sweep)).planned == N_TRIALS  # the spec's grid is that product
 
 
 def test_report_needs_no_network(report):
