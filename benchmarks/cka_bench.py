@@ -9,7 +9,7 @@ depth 32, width 1; 12 and 18 captured layers: stem, every block, pooled features
 batches), every layer of one model against every layer of the other.
 
 Implementations, all fed the same batches in the same order:
-  repsweep      analysis.cka.minibatch_cka: one Gram per layer, one matmul per batch; the
+  repsweep      analysis.engine.cka.minibatch_cka: one Gram per layer, one matmul per batch; the
                 ResNets run as their inference copies (BatchNorm folded, channels_last),
                 as in the comparison stage
   repsweep, unfolded models   the same engine on the models as given
@@ -60,8 +60,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from repsweep.analysis.cka import CKAAccumulator, minibatch_cka  # noqa: E402
-from repsweep.analysis.stream import stream_batches  # noqa: E402
+from repsweep.analysis.engine.cka import CKAAccumulator, minibatch_cka  # noqa: E402
+from repsweep.analysis.engine.stream import stream_batches  # noqa: E402
 from repsweep.models import CifarResNet  # noqa: E402
 
 # ------------------------------------------------------------------ models as the peers see them

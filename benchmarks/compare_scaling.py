@@ -5,7 +5,7 @@
 
 For N models of one size (randomly initialised CIFAR ResNets on digits-shaped 1x8x8 inputs,
 360 probe examples = the digits test set, batch 256), it saves N checkpoints to a temporary
-sweep and times the real path, `orchestrator.tiles.run_tile`, on one diagonal tile holding
+sweep and times the real path, `orchestrator.comparison.tiles.run_tile`, on one diagonal tile holding
 all N models (every layer pair of every model pair), plus the forward passes alone. It prints
 a markdown table: measured seconds, and the cost model's FLOPs per term,
 
@@ -25,15 +25,15 @@ import time
 
 import torch
 
-from repsweep.analysis.stream import stream_batches
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.engine.stream import stream_batches
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.models import count_flops, model_bytes, model_from_bytes
-from repsweep.orchestrator.plan import Tile
-from repsweep.orchestrator.data import load_dataset
+from repsweep.orchestrator.comparison.plan import Tile
+from repsweep.orchestrator.training.data import load_dataset
 from repsweep.orchestrator.grid import expand_grid
 from repsweep.orchestrator.spec import CompareSpec, DatasetSpec, GridSpec, SweepSpec
-from repsweep.orchestrator.tiles import run_tile
-from repsweep.orchestrator.train import build
+from repsweep.orchestrator.comparison.tiles import run_tile
+from repsweep.orchestrator.training.train import build
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ Workload: a generated image folder in a temp dir (10 classes of JPEG photos-like
 the ImageNet recipe at 224 px. Three loops, side by side in one run, each with the same
 number of worker processes:
 
-- repsweep: `batches(dataset.x_train.augmented(seed), ...)` (`orchestrator/imagefolder.py`:
+- repsweep: `batches(dataset.x_train.augmented(seed), ...)` (`orchestrator/training/imagefolder.py`:
   random-resized crop in the workers, uint8 batches, standardised on the device, here the CPU)
   and the test recipe (resize, centre crop);
 - baseline: `torchvision.datasets.ImageFolder` with RandomResizedCrop, RandomHorizontalFlip,
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from repsweep.analysis.stream import batches, in_order
-from repsweep.orchestrator import imagefolder
-from repsweep.orchestrator.data import load_dataset
+from repsweep.analysis.engine.stream import batches, in_order
+from repsweep.orchestrator.training import imagefolder
+from repsweep.orchestrator.training.data import load_dataset
 from repsweep.orchestrator.spec import DatasetSpec
 
 SIZE = 224

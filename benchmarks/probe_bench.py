@@ -7,7 +7,7 @@ Workload: seeded Gaussian class blobs, 10 classes, float32 features, the default
 examples, d = 64 or 1,024 features) and a CIFAR layer pooled to 1,024 features from 5,000
 examples. One BLAS thread (threadpoolctl), as a comparison actor of one CPU runs it.
 
-Timed, median of --repeats calls: `analysis.probes.holdout_accuracies` (one Gram, one Cholesky
+Timed, median of --repeats calls: `analysis.study.probes.holdout_accuracies` (one Gram, one Cholesky
 solve per alpha) against the baseline, a standardise + RidgeClassifier pipeline fit for every
 alpha (what scikit-learn does without the shortcut). The last column says whether both gave
 the same held-out accuracies, to within an argmax tie (tests/test_probes.py asserts it).
@@ -27,7 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from repsweep.analysis.probes import DEFAULT_ALPHAS, holdout_accuracies
+from repsweep.analysis.study.probes import DEFAULT_ALPHAS, holdout_accuracies
 
 SHAPES = ((1437, 64), (1437, 1024), (5000, 1024))  # (training examples, features)
 

@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import yaml
 
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.store import SweepStore
 
 SPEC = {"name": "tiny", "dataset": {"name": "digits"},
         "grid": {"depth": [8], "width": [1], "data_fraction": [1.0], "seed": [0, 1]},

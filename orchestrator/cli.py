@@ -31,7 +31,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from repsweep.orchestrator.local_ray import joins_cluster, start_ray
+from repsweep.orchestrator.cluster.local_ray import joins_cluster, start_ray
 from repsweep.orchestrator.progress import TrialProgress, comparison_progress
 
 EXIT_USAGE = 2
@@ -42,12 +42,12 @@ log = logging.getLogger("repsweep")
 # ----------------------------------------------------------------------- commands
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from repsweep.analysis.store import SweepStore
-    from repsweep.orchestrator.data import check_dataset
-    from repsweep.orchestrator.lock import check_free, hold_sweep
+    from repsweep.analysis.tables.store import SweepStore
+    from repsweep.orchestrator.training.data import check_dataset
+    from repsweep.orchestrator.cluster.lock import check_free, hold_sweep
     from repsweep.orchestrator.spec import load_spec
-    from repsweep.orchestrator.submit import record_job
-    from repsweep.orchestrator.sweep import open_sweep
+    from repsweep.orchestrator.cluster.submit import record_job
+    from repsweep.orchestrator.training.sweep import open_sweep
 
     spec = load_spec(args.spec)
     check_dataset(spec.dataset)
@@ -61,9 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from repsweep.orchestrator.data import check_dataset
-    from repsweep.orchestrator.lock import check_free, hold_sweep
-    from repsweep.orchestrator.sweep import load_sweep
+    from repsweep.orchestrator.training.data import check_dataset
+    from repsweep.orchestrator.cluster.lock import check_free, hold_sweep
+    from repsweep.orchestrator.training.sweep import load_sweep
 
     spec, store = load_sweep(args.sweep)
     check_dataset(spec.dataset)
@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
     from repsweep.orchestrator.grid import expand_grid
-    from repsweep.orchestrator.sweep import train, trial_status
+    from repsweep.orchestrator.training.sweep import train, trial_status
 
     t0 = time.perf_counter()
     n = len(expand_grid(spec))
@@ -105,11 +105,11 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
         print(f"training: every trial failed, nothing to compare; see 'repsweep status {store.uri}'")
         return 1
     rc = _compare(spec, store)
-    from repsweep.analysis.report import write_report
+    from repsweep.analysis.present.report import write_report
     from repsweep.orchestrator.grid import outline
 
-    from repsweep.analysis.findings import lines
-    from repsweep.analysis.query import open_results
+    from repsweep.analysis.study.findings import lines
+    from repsweep.analysis.tables.query import open_results
     from repsweep.orchestrator.space import reported
 
     for line in lines(open_results(store).table("findings").sort_values("claim")):
@@ -123,7 +123,7 @@ def _train_and_report(spec: Any, store: Any, args: argparse.Namespace) -> int:
 
 
 def _compare(spec: Any, store: Any) -> int:
-    from repsweep.orchestrator.compare import compare
+    from repsweep.orchestrator.comparison.compare import compare
     from repsweep.orchestrator.space import reported
 
     t0 = time.perf_counter()
@@ -138,8 +138,8 @@ def _compare(spec: Any, store: Any) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from repsweep.orchestrator.lock import check_free, hold_sweep
-    from repsweep.orchestrator.sweep import load_sweep
+    from repsweep.orchestrator.cluster.lock import check_free, hold_sweep
+    from repsweep.orchestrator.training.sweep import load_sweep
 
     spec, store = load_sweep(args.sweep)
     check_free(store)
@@ -150,7 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _check_resources(spec: Any, args: argparse.Namespace, *, train: bool) -> None:
-    from repsweep.orchestrator.resources import check_resources
+    from repsweep.orchestrator.cluster.resources import check_resources
 
     waiting = check_resources(spec, train=train, embedded=not joins_cluster(args.address))
     if waiting:
@@ -160,9 +160,9 @@ def _check_resources(spec: Any, args: argparse.Namespace, *, train: bool) -> Non
 def cmd_status(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from repsweep.orchestrator.lock import holder
-    from repsweep.orchestrator.submit import job_states
-    from repsweep.orchestrator.sweep import load_sweep, trial_status
+    from repsweep.orchestrator.cluster.lock import holder
+    from repsweep.orchestrator.cluster.submit import job_states
+    from repsweep.orchestrator.training.sweep import load_sweep, trial_status
 
     spec, store = load_sweep(args.sweep)
     st = trial_status(spec, store)
@@ -185,14 +185,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(st[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for _, r in st[st["error"].notna()].iterrows():  # why a trial failed, or how it resumed
         print(f"  {r['status']} {r['trial_id']}: {r['error']}")
-    for _, r in st[st["exclusion_reason"].notna()].iterrows():  # set by the comparison (analysis/quality.py)
+    for _, r in st[st["exclusion_reason"].notna()].iterrows():  # set by the comparison (analysis/study/quality.py)
         print(f"  excluded from the findings {r['trial_id']}: {r['exclusion_reason']}")
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """repsweep submit SPEC --address URL: the sweep as a Ray Job on a cluster (a few seconds)."""
-    from repsweep.orchestrator.submit import submit
+    from repsweep.orchestrator.cluster.submit import submit
 
     job_id, spec = submit(args.spec, args.address)
     print(f"submitted sweep '{spec.name}' as Ray job {job_id} to {args.address}")
@@ -207,7 +207,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     """repsweep tables SWEEP: each table's row count, parts, and columns with their SQL types."""
     import textwrap
 
-    from repsweep.analysis.query import open_results
+    from repsweep.analysis.tables.query import open_results
 
     for _, t in open_results(args.sweep).tables().iterrows():
         print(f"{t['table']}  ({t['rows']:,} rows in {t['parts']} parts)")
@@ -220,7 +220,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     """repsweep query SWEEP SQL: the result as an aligned table, CSV or JSON (reads only)."""
     import pandas as pd
 
-    from repsweep.analysis.query import open_results
+    from repsweep.analysis.tables.query import open_results
 
     res = open_results(args.sweep, max_rows=args.limit_rows, max_bytes=args.limit_bytes)
     if args.format == "csv":  # streamed: one batch in memory at a time
@@ -240,10 +240,10 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """repsweep plot SWEEP KIND --out FILE: one chart of analysis.charts.CHARTS, saved by suffix."""
-    from repsweep.analysis.charts import make_chart
-    from repsweep.analysis.query import open_results
-    from repsweep.analysis.report import save_chart
+    """repsweep plot SWEEP KIND --out FILE: one chart of analysis.present.charts.CHARTS, saved by suffix."""
+    from repsweep.analysis.present.charts import make_chart
+    from repsweep.analysis.tables.query import open_results
+    from repsweep.analysis.present.report import save_chart
 
     options = {k: getattr(args, k) for k in ("data_fraction", "depth", "width", "seed", "a", "b")}
     chart = make_chart(args.kind, open_results(args.sweep), **options)
@@ -253,8 +253,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_findings(args: argparse.Namespace) -> int:
     """repsweep findings SWEEP: the study's six claims, each with this sweep's numbers and a verdict."""
-    from repsweep.analysis.findings import lines
-    from repsweep.analysis.query import open_results
+    from repsweep.analysis.study.findings import lines
+    from repsweep.analysis.tables.query import open_results
 
     frame = open_results(args.sweep).table("findings").sort_values("claim")
     if frame.empty:
@@ -267,7 +267,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """repsweep report SWEEP: the self-contained HTML report (a few seconds)."""
-    from repsweep.analysis.report import write_report
+    from repsweep.analysis.present.report import write_report
     from repsweep.orchestrator.grid import stored_outline
 
     print(write_report(args.sweep, args.out, stored_outline(args.sweep)))
@@ -295,8 +295,8 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from repsweep.analysis.query import MAX_RESULT_BYTES, MAX_RESULT_ROWS
-    from repsweep.orchestrator.sweep import package_version
+    from repsweep.analysis.tables.query import MAX_RESULT_BYTES, MAX_RESULT_ROWS
+    from repsweep.orchestrator.training.sweep import package_version
 
     p = _Parser(prog="repsweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"repsweep {package_version()}")
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit-bytes", type=_positive_int, default=MAX_RESULT_BYTES,
                    help=f"bytes a result may hold (default {MAX_RESULT_BYTES:,}; with --format csv, per streamed batch)")
     s.set_defaults(func=cmd_query)
-    from repsweep.analysis.charts import CHARTS  # light: Altair is imported when a chart is drawn
+    from repsweep.analysis.present.charts import CHARTS  # light: Altair is imported when a chart is drawn
 
     s = sub.add_parser("plot", help="draw one chart of a sweep as HTML, PNG or SVG")
     s.add_argument("sweep")
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from repsweep.analysis.schemas import TableError
+    from repsweep.analysis.tables.schemas import TableError
     from repsweep.models import CheckpointError
     from repsweep.orchestrator.spec import SpecError
 

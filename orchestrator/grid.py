@@ -4,7 +4,7 @@ The trial id is derived from the configuration alone (never from Ray, the clock 
 salted `hash`): the same spec gives the same ids in any process on any machine. The trial's
 configuration fills the `trials` table's configuration columns (`config_row`): the grid axes
 and one column per field of the model, dataset and training sections, which the table lists
-(analysis/schemas.py: TRIAL_CONFIG; tests/test_grid.py fails, naming it, when a field added
+(analysis/tables/schemas.py: TRIAL_CONFIG; tests/test_grid.py fails, naming it, when a field added
 to a section is not listed there).
 """
 
@@ -18,15 +18,15 @@ import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from repsweep.analysis.schemas import TableError
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.schemas import TableError
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import get_family
 from repsweep.orchestrator.spec import (AXES, MAX_SPEC_BYTES, DatasetSpec, ModelSpec, SpecError, SweepSpec,
                                         TrainingSpec, parse_spec, plain_number)
 
 if TYPE_CHECKING:
-    from repsweep.analysis.report import Outline
+    from repsweep.analysis.present.report import Outline
 
 # Section fields become columns named <prefix><field>; a field called `name` is the column
 # `<section>` (dataset.name -> dataset). Grid axes are columns of their own name.
@@ -119,8 +119,8 @@ def expand_grid(spec: SweepSpec) -> list[TrialConfig]:
 
 
 def outline(spec: SweepSpec) -> Outline:
-    """What the spec plans, for the report's summary (analysis/report.py): its sub-grids, their trials."""
-    from repsweep.analysis.report import Outline  # charts and their libraries: only when a report is made
+    """What the spec plans, for the report's summary (analysis/present/report.py): its sub-grids, their trials."""
+    from repsweep.analysis.present.report import Outline  # charts and their libraries: only when a report is made
 
     grids = [{a: v for a, v in dataclasses.asdict(g).items() if v is not None} for g in spec.grid]
     return Outline(spec.name, grids, len(expand_grid(spec)), spec.dataset.name, spec.training.epochs)

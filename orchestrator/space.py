@@ -3,7 +3,7 @@
 A local storage root that fills up (a disk, a quota, a tmpfs) ends the command with one line
 naming the sweep's path, the space free there and the space needed (exit 2), not with the
 traceback of whichever library was writing. Nothing already written is damaged: every file of
-the store is written under a temporary name and renamed (analysis/store.py), and a trial or tile
+the store is written under a temporary name and renamed (analysis/tables/store.py), and a trial or tile
 that could not be written is simply not done, so `repsweep resume` after space is freed finishes.
 Object stores report no free space: they are not checked.
 """
@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 import pyarrow.fs as pafs
 
-from repsweep.analysis.schemas import TableError
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.schemas import TableError
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.orchestrator.grid import TrialConfig
 
 # per trial, beside its model: predictions, layers, train subset, trials rows and Tune's own files

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from repsweep.analysis.findings_spec import FindingsSpec
-from repsweep.analysis.location import Location, parse_location
-from repsweep.analysis.schemas import GRID_AXES, TableError
+from repsweep.analysis.study.findings_spec import FindingsSpec
+from repsweep.analysis.tables.location import Location, parse_location
+from repsweep.analysis.tables.schemas import GRID_AXES, TableError
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import FAMILIES, get_family
 
@@ -109,7 +109,7 @@ class GridSpec:
                     _fail(f"grid.{axis}", v, "a positive number")
 
 
-AXES = GRID_AXES  # a trial's numeric grid point (its columns, its id): analysis/schemas.py
+AXES = GRID_AXES  # a trial's numeric grid point (its columns, its id): analysis/tables/schemas.py
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise
     except TypeError as e:  # a wrongly typed value slipped past a numeric comparison
         raise SpecError(f"spec section '{prefix.rstrip('.') or 'top level'}': {e}") from e
-    except ValueError as e:  # a section defined where the spec's errors are not (analysis/findings_spec.py)
+    except ValueError as e:  # a section defined where the spec's errors are not (analysis/study/findings_spec.py)
         raise SpecError(str(e)) from e
 
 

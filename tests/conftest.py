@@ -276,7 +276,7 @@ def copy_sweep(sweep: Path, dest: Path) -> Path:
 
 def table_rows(sweep: Path) -> dict[str, tuple[int, int]]:
     """(rows, rows that occur twice) of every table of the sweep: a part kept twice shows as the second."""
-    from repsweep.analysis.store import SweepStore
+    from repsweep.analysis.tables.store import SweepStore
 
     store = SweepStore(str(sweep))
     out = {}

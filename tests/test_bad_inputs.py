@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.orchestrator.cli import main
-from repsweep.orchestrator.data import load_dataset
+from repsweep.orchestrator.training.data import load_dataset
 from repsweep.orchestrator.spec import DatasetSpec, SpecError
 from tests.conftest import copy_sweep, write_cifar
 
@@ -152,7 +152,7 @@ def test_resources_no_node_can_give_fail_at_once_in_one_line(ray_local, tiny_spe
 
 def test_a_truncated_last_checkpoint_falls_back_to_the_one_before_and_says_so(ray_local, tiny_spec, tmp_path,
                                                                              capsys):
-    from repsweep.orchestrator.trainable import STATE_FILE
+    from repsweep.orchestrator.training.trainable import STATE_FILE
 
     path = tiny_spec(grid={"depth": [8], "width": [1], "data_fraction": [1.0]},
                      training={"epochs": 2, "warmup_epochs": 1}, compare={"passes": 1, "probes": False})

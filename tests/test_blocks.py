@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repsweep.analysis.blocks import BLOCK_COLUMNS, CENTRAL_THRESHOLD, MIN_SIZE, THRESHOLDS, find_blocks, span_contrast
+from repsweep.analysis.study.blocks import BLOCK_COLUMNS, CENTRAL_THRESHOLD, MIN_SIZE, THRESHOLDS, find_blocks, span_contrast
 
 N_LAYERS = 30  # a depth-56 CIFAR ResNet: stem, 27 residual blocks, pool, logits
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repsweep.analysis import charts, heatmaps
-from repsweep.analysis.chartkit import MAX_ROWS
-from repsweep.analysis.charts import CHARTS, make_chart
-from repsweep.analysis.query import open_results
-from repsweep.analysis.schemas import TableError
+from repsweep.analysis.present import charts, heatmaps
+from repsweep.analysis.present.chartkit import MAX_ROWS
+from repsweep.analysis.present.charts import CHARTS, make_chart
+from repsweep.analysis.tables.query import open_results
+from repsweep.analysis.tables.schemas import TableError
 from repsweep.orchestrator.cli import main
 from tests.conftest import LAYERS, N_TRIALS
 

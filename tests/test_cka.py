@@ -14,14 +14,14 @@ import pytest
 import torch
 from torch import nn
 
-from repsweep.analysis.cka import (
+from repsweep.analysis.engine.cka import (
     MIN_BATCH,
     CKAAccumulator,
     combine,
     linear_cka,
     minibatch_cka,
 )
-from repsweep.analysis.stream import batch_sizes, stream_batches
+from repsweep.analysis.engine.stream import batch_sizes, stream_batches
 from repsweep.models import LayerInfo, RepresentationModel
 
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from repsweep.analysis.cka import FLOAT32_CKA_ATOL
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.engine.cka import FLOAT32_CKA_ATOL
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.orchestrator.cli import main
-from repsweep.orchestrator.plan import plan_comparison, select_pairs
-from repsweep.orchestrator.tiles import run_tile
-from repsweep.orchestrator.sweep import load_sweep
+from repsweep.orchestrator.comparison.plan import plan_comparison, select_pairs
+from repsweep.orchestrator.comparison.tiles import run_tile
+from repsweep.orchestrator.training.sweep import load_sweep
 from tests.conftest import cli_env, copy_sweep, kill_cli_when, local_cluster, table_rows
 
 pytestmark = pytest.mark.timeout(300)
@@ -147,7 +147,7 @@ def test_the_pool_asks_for_an_actor_per_tile_and_grows_onto_a_node_that_joins_la
     import ray
     from ray._private.state import actors
 
-    from repsweep.orchestrator.compare import compare
+    from repsweep.orchestrator.comparison.compare import compare
 
     sweep = copy_sweep(small_sweep, tmp_path)
     _drop_comparison(sweep)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repsweep.orchestrator.data import augment, fraction_indices, load_dataset
+from repsweep.orchestrator.training.data import augment, fraction_indices, load_dataset
 from repsweep.orchestrator.spec import DatasetSpec, SpecError
 from tests.conftest import write_cifar
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from repsweep.analysis.deletion import accuracy, deletion_accuracy
+from repsweep.analysis.study.deletion import accuracy, deletion_accuracy
 from repsweep.models import CifarResNet
 
 

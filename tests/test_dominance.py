@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repsweep.analysis.dominance import block_cka_without, block_dominant_set, dominant_overlap, jaccard
+from repsweep.analysis.study.dominance import block_cka_without, block_dominant_set, dominant_overlap, jaccard
 from repsweep.models import LayerInfo, RepresentationModel
 
 BIG = [3, 50, 77, 140, 199]  # the planted dominant examples

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repsweep.analysis import errors
-from repsweep.analysis.errors import (
+from repsweep.analysis.study import errors
+from repsweep.analysis.study.errors import (
     CLASS_DIFF_COLUMNS,
     EXAMPLE_DISAGREEMENT_COLUMNS,
     EXAMPLE_STATS_COLUMNS,
@@ -84,7 +84,7 @@ def spread(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def test_schemas_list_the_columns_of_the_frames():
-    from repsweep.analysis.schemas import SCHEMAS
+    from repsweep.analysis.tables.schemas import SCHEMAS
     assert SCHEMAS["example_disagreement"].names == EXAMPLE_DISAGREEMENT_COLUMNS
     assert SCHEMAS["class_diff"].names == CLASS_DIFF_COLUMNS
 

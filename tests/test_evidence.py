@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repsweep.analysis.evidence import (CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE, combine, difference_effect,
+from repsweep.analysis.study.evidence import (CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE, combine, difference_effect,
                                         mean_effect, units_for_p, units_needed, verdict)
-from repsweep.analysis.quality import flag_trials
+from repsweep.analysis.study.quality import flag_trials
 
 LEVEL = dict(confidence=0.95, power=0.8)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.store import SweepStore
 from tests.conftest import (free_port, head_env, kill_ray_processes, local_cluster, start_head,
                             write_fake_autoscaling_config)
 
@@ -153,7 +153,7 @@ def test_a_gpu_pool_scales_up_from_zero_for_a_sweep_and_back_down_after(tiny_spe
 FULL_DISK = r"""
 import json, os, shutil, subprocess, sys, time
 from pathlib import Path
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.store import SweepStore
 root, spec, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], check=True)
 sweep = root / "results" / "tiny"

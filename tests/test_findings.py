@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repsweep.analysis.blocks import CENTRAL_THRESHOLD
-from repsweep.analysis.errors import class_diff, example_disagreement
-from repsweep.analysis.evidence import CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE
-from repsweep.analysis.findings import findings, lines
-from repsweep.analysis.predictions import class_accuracy
-from repsweep.analysis.findings_spec import FindingsSpec
+from repsweep.analysis.study.blocks import CENTRAL_THRESHOLD
+from repsweep.analysis.study.errors import class_diff, example_disagreement
+from repsweep.analysis.study.evidence import CONTRADICTED, HOLDS, INCONCLUSIVE, UNTESTABLE
+from repsweep.analysis.study.findings import findings, lines
+from repsweep.analysis.study.predictions import class_accuracy
+from repsweep.analysis.study.findings_spec import FindingsSpec
 
 L = 12  # layers per model (the last the logits), for every architecture here
 DEPTHS, WIDTHS = (8, 20, 56), (1, 2)
@@ -146,7 +146,7 @@ def test_an_effect_the_seeds_cannot_resolve_is_inconclusive_with_what_would_reso
 
 
 def _wide_deep_errors(seeds: int, rng_seed: int) -> dict[str, pd.DataFrame]:
-    """Real error tables (analysis/errors.py) for d20-w1 against d8-w2 on 1,000 test examples: both
+    """Real error tables (analysis/study/errors.py) for d20-w1 against d8-w2 on 1,000 test examples: both
     right 90% of the time, but on examples 0-99 one is 7.5 points easier and the other harder
     (a planted per-example difference below the noise of 4 seeds)."""
     rng = np.random.default_rng(rng_seed)

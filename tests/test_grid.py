@@ -79,7 +79,7 @@ def _spec_fields() -> dict[str, list[str]]:
 
 
 def test_every_spec_field_of_a_trial_is_a_trials_column():
-    from repsweep.analysis.schemas import SCHEMAS
+    from repsweep.analysis.tables.schemas import SCHEMAS
 
     names = SCHEMAS["trials"].names
     expected = list(AXES) + [(s if f == "name" else f if s == "training" else f"{s}_{f}")
@@ -103,14 +103,14 @@ def _config_schema() -> list[tuple[str, pa.DataType]]:
 
 
 def test_the_trials_table_lists_every_configuration_column_with_its_type():
-    from repsweep.analysis.schemas import TRIAL_CONFIG
+    from repsweep.analysis.tables.schemas import TRIAL_CONFIG
 
     assert [(n, str(t)) for n, t in TRIAL_CONFIG] == [(n, str(t)) for n, t in _config_schema()], (
-        "a spec field and the trials table's columns differ: list it in analysis/schemas.py, TRIAL_CONFIG")
+        "a spec field and the trials table's columns differ: list it in analysis/tables/schemas.py, TRIAL_CONFIG")
 
 
 def test_a_field_added_to_the_spec_changes_the_id_and_is_a_column_the_table_must_list(monkeypatch):
-    from repsweep.analysis.schemas import TRIAL_CONFIG
+    from repsweep.analysis.tables.schemas import TRIAL_CONFIG
     from repsweep.orchestrator import grid
     from repsweep.orchestrator.spec import TrainingSpec
 
@@ -130,9 +130,9 @@ def test_a_field_added_to_the_spec_changes_the_id_and_is_a_column_the_table_must
 def test_a_column_a_table_does_not_know_is_refused_not_dropped(tmp_path):
     import pytest
 
-    from repsweep.analysis.schemas import TableError
-    from repsweep.analysis.store import SweepStore
-    from repsweep.orchestrator.trainable import trial_row
+    from repsweep.analysis.tables.schemas import TableError
+    from repsweep.analysis.tables.store import SweepStore
+    from repsweep.orchestrator.training.trainable import trial_row
 
     trial = expand_grid(spec_from_dict({"name": "x"}))[0]
     store = SweepStore(str(tmp_path))

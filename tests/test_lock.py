@@ -12,10 +12,10 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from repsweep.analysis.store import SweepStore
-from repsweep.orchestrator import lock
-from repsweep.orchestrator.local_ray import process_start
-from repsweep.orchestrator.lock import Claim, SweepBusy, claims, hold_sweep, holder
+from repsweep.analysis.tables.store import SweepStore
+from repsweep.orchestrator.cluster import lock
+from repsweep.orchestrator.cluster.local_ray import process_start
+from repsweep.orchestrator.cluster.lock import Claim, SweepBusy, claims, hold_sweep, holder
 from tests.conftest import cli_env, copy_sweep, kill_ray_processes, run_cli
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.orchestrator.cli import main
 from tests.conftest import ensure_ray
 

@@ -59,8 +59,8 @@ def test_every_repsweep_module_imports_beside_a_users_own_models_and_analysis_in
         kill_ray_processes(env["RAY_TMPDIR"])
     driver, worker = json.loads(task.stdout.strip().splitlines()[-1])
     for seen in (driver, worker):
-        assert {"repsweep.orchestrator.cli", "repsweep.orchestrator.trainable", "repsweep.models.registry",
-                "repsweep.analysis.report"} <= set(seen["modules"]), seen["modules"]
+        assert {"repsweep.orchestrator.cli", "repsweep.orchestrator.training.trainable", "repsweep.models.registry",
+                "repsweep.analysis.present.report"} <= set(seen["modules"]), seen["modules"]
         assert seen["theirs"] == ["the user's models", "the user's analysis"]
         for path in seen["ours"]:
             assert Path(path).resolve().is_relative_to(REPO), path

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from repsweep.analysis.cka import CKAAccumulator, linear_cka
-from repsweep.analysis.pcview import PCView
-from repsweep.analysis.stream import stream_batches
+from repsweep.analysis.engine.cka import CKAAccumulator, linear_cka
+from repsweep.analysis.engine.pcview import PCView
+from repsweep.analysis.engine.stream import stream_batches
 
 
 from tests.test_cka import one_torch_thread  # noqa: E402, F401  (autouse: one torch thread here too)
@@ -135,7 +135,7 @@ def _model_layers(rng: np.random.Generator, shared: str, n: int = 512, d: int = 
 
 
 def test_a_planted_first_component_makes_a_block_whose_contrast_vanishes_without_it():
-    from repsweep.analysis.blocks import span_contrast
+    from repsweep.analysis.study.blocks import span_contrast
 
     rng = np.random.default_rng(0)
     batches = [b.numpy() for b in stream_batches(512, batch_size=256, passes=2, seed=0)]

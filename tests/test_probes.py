@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from repsweep.analysis.probes import DEFAULT_ALPHAS, holdout_accuracies, linear_probe, pool_features
+from repsweep.analysis.study.probes import DEFAULT_ALPHAS, holdout_accuracies, linear_probe, pool_features
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from repsweep.analysis.query import open_results
-from repsweep.analysis.schemas import SCHEMAS, TableError
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.query import open_results
+from repsweep.analysis.tables.schemas import SCHEMAS, TableError
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.orchestrator.cli import main
 from tests.conftest import LAYERS, N_TRIALS
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repsweep.analysis.charts import CHARTS
-from repsweep.analysis.query import open_results
-from repsweep.analysis.report import REPORT_FILE, report_html, write_report
+from repsweep.analysis.present.charts import CHARTS
+from repsweep.analysis.tables.query import open_results
+from repsweep.analysis.present.report import REPORT_FILE, report_html, write_report
 from repsweep.orchestrator.cli import main
 from repsweep.orchestrator.grid import stored_outline
 from tests.conftest import N_TRIALS

@@ -30,7 +30,7 @@ import json, sys, time
 import ray
 from ray._private import ray_constants
 from ray.experimental import internal_kv
-from repsweep.orchestrator.resources import check_resources
+from repsweep.orchestrator.cluster.resources import check_resources
 from repsweep.orchestrator.spec import SpecError, load_spec
 
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)

@@ -157,7 +157,7 @@ def test_a_hostile_spec_file_is_one_line_within_seconds_and_little_memory(tmp_pa
 
 
 def test_the_findings_block_threshold_defaults_to_the_block_rule_s_central_level():
-    from repsweep.analysis.blocks import CENTRAL_THRESHOLD, MIN_SIZE
-    from repsweep.analysis.findings_spec import FindingsSpec
+    from repsweep.analysis.study.blocks import CENTRAL_THRESHOLD, MIN_SIZE
+    from repsweep.analysis.study.findings_spec import FindingsSpec
 
     assert (FindingsSpec().block_threshold, FindingsSpec().block_min_layers) == (CENTRAL_THRESHOLD, MIN_SIZE)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from repsweep.analysis.store import SweepStore
-from repsweep.orchestrator.compare import compare
-from repsweep.orchestrator.analyses import STEPS
-from repsweep.orchestrator.stages import DerivedTable, Step, TrialStage
-from repsweep.orchestrator.sweep import load_sweep
+from repsweep.analysis.tables.store import SweepStore
+from repsweep.orchestrator.comparison.compare import compare
+from repsweep.orchestrator.comparison.analyses import STEPS
+from repsweep.orchestrator.comparison.stages import DerivedTable, Step, TrialStage
+from repsweep.orchestrator.training.sweep import load_sweep
 from tests.conftest import copy_sweep
 
 pytestmark = pytest.mark.timeout(300)
@@ -21,7 +21,7 @@ def _per_class_from_the_model(fail_for: str | None = None) -> TrialStage:
     """A per-trial stage: each class's test accuracy, from the model itself (its own forward pass)."""
 
     def compute(model, data, trial, spec, store) -> pd.DataFrame:
-        from repsweep.orchestrator.train import predict
+        from repsweep.orchestrator.training.train import predict
 
         if trial.trial_id == fail_for:
             raise RuntimeError(f"planted failure for {trial.trial_id}")

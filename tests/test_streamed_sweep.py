@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from repsweep.analysis.stream import batches, in_order
+from repsweep.analysis.engine.stream import batches, in_order
 from repsweep.orchestrator.cli import main
-from repsweep.orchestrator.data import load_dataset
+from repsweep.orchestrator.training.data import load_dataset
 from repsweep.orchestrator.spec import DatasetSpec
 
 from .conftest import table_rows, write_spec
@@ -57,7 +57,7 @@ def test_a_sweep_over_two_torchvision_models_streams_trains_compares_and_fills_e
     empty_by_design = {"deletion", "dominant_overlap"}
     assert all(n > 0 for t, (n, _) in rows.items() if t not in empty_by_design), rows
     assert all(dup == 0 for _, dup in rows.values())
-    from repsweep.analysis.store import SweepStore
+    from repsweep.analysis.tables.store import SweepStore
 
     trials = SweepStore(str(tmp_path / "results" / "streamed")).read_table("trials")
     assert sorted(trials["arch"]) == ["mobilenet_v3_small"] * 2 + ["resnet18"] * 2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.store import SweepStore
 from tests.conftest import free_port, kill_ray_processes, write_spec
 
 pytestmark = pytest.mark.timeout(400)

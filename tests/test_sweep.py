@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from repsweep.analysis.store import SweepStore
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.orchestrator.cli import main
 from repsweep.orchestrator.grid import expand_grid
 from repsweep.orchestrator.spec import load_spec
-from repsweep.orchestrator.trainable import META_FILE, STATE_FILE
+from repsweep.orchestrator.training.trainable import META_FILE, STATE_FILE
 from tests.conftest import (cli_env, copy_sweep, kill_cli_when, kill_ray_processes, ray_processes, run_cli,
                             table_rows)
 

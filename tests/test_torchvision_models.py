@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from repsweep.analysis.cka import minibatch_cka
+from repsweep.analysis.engine.cka import minibatch_cka
 from repsweep.models import ModelConfig, count_flops, count_params, get_family
 
 

@@ -1,0 +1,1 @@
+"""The study's analyses, pure functions of arrays and frames: blocks, dominant datapoints, probes, block deletion, error patterns and predictions; the evidence behind a verdict, the trials that did not train, and the findings."""
