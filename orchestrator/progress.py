@@ -31,7 +31,8 @@ class TrialProgress:
 
             def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
                 training = trial.config["trial"]["training"]
-                of = "" if training.get("min_steps") else f"/{training['epochs']}"  # min_steps: more on a subset
+                more = training.get("min_steps") or training.get("budget") == "steps"  # more epochs on a subset
+                of = "" if more else f"/{training['epochs']}"
                 self.last[trial.trial_id] = f"{trial}: epoch {result.get('epoch')}{of}"
                 running = sum(t.status == "RUNNING" for t in trials)
                 self._bar().set_postfix_str(f"{running} running | {self.last[trial.trial_id]}"

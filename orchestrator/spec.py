@@ -25,6 +25,7 @@ from repsweep.analysis.tables.schemas import GRID_AXES, TableError
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import FAMILIES, get_family
 
+BUDGETS = ("epochs", "steps")  # training.budget: what a smaller data fraction keeps
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 PAIR_KINDS = ("within", "cross_seed", "cross_arch", "all")
 
@@ -144,11 +145,18 @@ class TrainingSpec:
     zero_init_residual: bool = False  # last BN of each block starts at gamma = 0 (a control)
     min_steps: int = 0  # SGD steps at least: a small data fraction trains more epochs (warm-up scaled alike),
     #                     so that it is trained, not cut short (40 epochs of 90 digits are 40 steps); 0: off
+    budget: str = "epochs"  # what a data fraction keeps of the full data's training: "epochs" (as many passes
+    #                         over less data, so 1/f fewer SGD steps) or "steps" (the SGD steps of `epochs`
+    #                         passes over the whole training set, at every fraction)
 
-    def epochs_for(self, n_train: int) -> tuple[int, float]:
-        """(epochs, warm-up epochs) on a training subset of n_train examples: `epochs`, or more to reach min_steps."""
+    def epochs_for(self, n_train: int, n_full: int) -> tuple[int, float]:
+        """(epochs, warm-up epochs) on a subset of n_train of the n_full training examples: `epochs`, or more
+        where the budget is "steps" (the steps of `epochs` over all n_full) or min_steps asks for more."""
         steps_per_epoch = math.ceil(n_train / self.batch_size)
-        epochs = max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+        steps = self.min_steps
+        if self.budget == "steps":
+            steps = max(steps, self.epochs * math.ceil(n_full / self.batch_size))
+        epochs = max(self.epochs, math.ceil(steps / steps_per_epoch))
         return epochs, self.warmup_epochs * epochs / self.epochs
 
     def __post_init__(self) -> None:
@@ -166,6 +174,8 @@ class TrainingSpec:
             _fail("training.warmup_epochs", self.warmup_epochs, f"a number in [0, epochs={self.epochs}]")
         if not 0 <= self.min_steps <= 10**7:  # 10 million steps: days of a GPU for the smallest model
             _fail("training.min_steps", self.min_steps, "an integer from 0 (off) to 10,000,000")
+        if self.budget not in BUDGETS:
+            _fail("training.budget", self.budget, " or ".join(BUDGETS))
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,16 @@ def test_every_claim_holds_on_tables_built_to_show_it_with_its_interval_and_n():
     assert any("95% CI [" in t and "n = 16 model pairs: holds" in t for t in text)
 
 
+def test_claim_2_names_the_training_budget_and_the_steps_each_fraction_trained():
+    trials = _trials().assign(n_train=lambda t: (1437 * t["data_fraction"]).astype(int), batch_size=128,
+                              epochs_done=40, budget="epochs")
+    numbers = _out(_tables(trials)).loc[(2, ""), "numbers"]
+    assert "training budget epochs, SGD steps per model 1.0 480, 0.25 120" in numbers and "a confound" in numbers
+    steps = trials.assign(epochs_done=lambda t: 40 * 12 // np.ceil(t["n_train"] / 128), budget="steps")
+    numbers = _out(_tables(steps)).loc[(2, ""), "numbers"]
+    assert "training budget steps, SGD steps per model 1.0 480, 0.25 480" in numbers and "confound" not in numbers
+
+
 def test_the_reverse_is_called_contradicted_not_merely_unshown():
     out = _out(_tables(_trials(), effect=-1.0))
     assert out.loc[(1, "a"), "verdict"] == CONTRADICTED and out.loc[(1, "a"), "ci_high"] < 0

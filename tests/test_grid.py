@@ -51,13 +51,28 @@ def test_min_steps_adds_epochs_only_where_a_subset_is_small_and_leaves_old_ids_a
     from repsweep.orchestrator.spec import TrainingSpec
 
     t = TrainingSpec(epochs=40, batch_size=128, warmup_epochs=5, min_steps=240)
-    assert t.epochs_for(1437) == (40, 5.0)  # 12 steps an epoch: 480 steps already
-    assert t.epochs_for(359) == (80, 10.0)  # 3 steps an epoch: 240 steps, warm-up scaled alike
-    assert t.epochs_for(90) == (240, 30.0)
+    assert t.epochs_for(1437, 1437) == (40, 5.0)  # 12 steps an epoch: 480 steps already
+    assert t.epochs_for(359, 1437) == (80, 10.0)  # 3 steps an epoch: 240 steps, warm-up scaled alike
+    assert t.epochs_for(90, 1437) == (240, 30.0)
     base = expand_grid(spec_from_dict({"name": "x"}))[0]
     with_steps = dataclasses.replace(base, training=dataclasses.replace(base.training, min_steps=240))
     assert with_steps.trial_id != base.trial_id
     assert base.trial_id == "d20-w1-f1-s0-037b6865"  # the id it had before min_steps existed (commit 0787f92)
+
+
+def test_a_steps_budget_gives_every_fraction_the_steps_of_all_the_data_and_is_in_the_id():
+    from repsweep.orchestrator.spec import TrainingSpec
+
+    t = TrainingSpec(epochs=40, batch_size=128, warmup_epochs=5, budget="steps")
+    for n_train, epochs in ((1437, 40), (359, 160), (90, 480)):  # 12, 3 and 1 steps an epoch
+        got, warmup = t.epochs_for(n_train, 1437)
+        assert (got, warmup) == (epochs, 5 * epochs / 40)  # warm-up the same share of training
+        assert got * -(-n_train // 128) == 40 * 12  # 480 SGD steps at every fraction
+    assert TrainingSpec(epochs=40, batch_size=128, min_steps=960, budget="steps").epochs_for(1437, 1437)[0] == 80
+    base = expand_grid(spec_from_dict({"name": "x"}))[0]
+    steps = dataclasses.replace(base, training=dataclasses.replace(base.training, budget="steps"))
+    assert steps.trial_id != base.trial_id and steps.config_row()["budget"] == "steps"
+    assert base.trial_id == "d20-w1-f1-s0-037b6865"  # "epochs", the default, leaves old ids as they were
 
 
 def test_trial_id_changes_with_training_but_not_with_data_location():

@@ -28,6 +28,7 @@ BAD_SPECS = [
     ("epochs a bool", {"training": {"epochs": True}}, "'training.epochs': got True, expected an integer"),
     ("batch size one", {"training": {"batch_size": 1}}, "'training.batch_size': got 1"),
     ("momentum one", {"training": {"momentum": 1.0}}, "'training.momentum': got 1.0"),
+    ("unknown budget", {"training": {"budget": "time"}}, "'training.budget': got 'time', expected epochs or steps"),
     ("warm-up longer than training", {"training": {"epochs": 2, "warmup_epochs": 5}},
      "'training.warmup_epochs': got 5.0"),
     ("unknown dataset", {"dataset": {"name": "mnist"}}, "'dataset.name': got 'mnist', expected one of digits"),

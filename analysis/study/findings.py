@@ -172,10 +172,24 @@ def _less_data(models: pd.DataFrame, s: FindingsSpec) -> list[dict]:
             units[f"{arch} s{seed} f{lo:g} - f{hi:g}"] = by_frac[lo] - by_frac[hi]
     by_frac = models.groupby("data_fraction")
     numbers = (f"mean over models per fraction: late first-PC share {_fmt(by_frac['late_pc1'].mean())}; "
-               f"block share {_fmt(by_frac['block_share'].mean())}; {_onset(models)}")
+               f"block share {_fmt(by_frac['block_share'].mean())}; {_onset(models)}; {_budget(models)}")
     ev = (mean_effect(np.array(list(units.values())), unit="model pairs", confidence=s.confidence, power=s.power)
           if units else _none("model pairs", "no architecture and seed trained at both fractions"))
     return [_row(2, "", stat, ev, numbers, units)]
+
+
+def _budget(models: pd.DataFrame) -> str:
+    """The training budget the fractions had (`training.budget`), and the SGD steps each fraction trained."""
+    budgets = set(models["budget"].fillna("epochs")) if "budget" in models else {"epochs"}
+    text = "training budget " + " and ".join(sorted(budgets))
+    if {"n_train", "epochs_done", "batch_size"} <= set(models.columns):
+        steps = models["epochs_done"] * np.ceil(models["n_train"] / models["batch_size"])
+        per_frac = steps.groupby(models["data_fraction"]).mean().sort_index(ascending=False)
+        text += ", SGD steps per model " + _fmt(per_frac, 0)
+    if budgets == {"epochs"}:
+        text += (" (with budget epochs a smaller fraction trains fewer steps, a confound of data with training; "
+                 "training.budget: steps gives every fraction the steps of all the data)")
+    return text
 
 
 # --------------------------------------------------------------------------- claim 3

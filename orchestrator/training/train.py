@@ -41,7 +41,7 @@ def build(trial: TrialConfig, data: Dataset, n_train: int, device: torch.device
     opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                           weight_decay=t.weight_decay, nesterov=False)
     steps_per_epoch = math.ceil(n_train / t.batch_size)
-    epochs, warmup_epochs = t.epochs_for(n_train)  # min_steps may add epochs on a small subset
+    epochs, warmup_epochs = t.epochs_for(n_train, len(data.y_train))  # a small subset may train more epochs
     warm = warmup_epochs * steps_per_epoch  # steps
     total = epochs * steps_per_epoch  # steps
 

@@ -1,8 +1,8 @@
 """The Ray Tune trainable: train one grid point, checkpoint every epoch, write its tables.
 
 Tune calls `train_trial(config)` with config = {"trial": TrialConfig dict, "sweep_uri": ...,
-"provenance": {...}}. It checkpoints every epoch (every k-th where `training.min_steps` gave a
-small subset k times the epochs, so the count of checkpoints stays `training.epochs`), and
+"provenance": {...}}. It checkpoints every epoch (every k-th where `training.min_steps` or
+`training.budget: steps` gave a small subset k times the epochs, so the count of checkpoints stays `training.epochs`), and
 resumes from the newest checkpoint Tune hands it, or,
 in a new experiment (`repsweep resume`), from the newest one any earlier experiment of this
 sweep saved for the same trial id. When it finishes it writes, each atomically and keyed by
@@ -108,7 +108,7 @@ def train_trial(config: dict[str, Any]) -> None:
     subset = fraction_indices(data.y_train.cpu().numpy(), trial.data_fraction, trial.seed)
     train_idx = torch.from_numpy(subset).to(device)
     model, opt, sched = build(trial, data, len(subset), device)
-    epochs = trial.training.epochs_for(len(subset))[0]
+    epochs = trial.training.epochs_for(len(subset), len(data.y_train))[0]
     fixed = {"n_train": len(subset), "params": count_params(model),
              "flops": count_flops(model, data.input_shape), "device": str(device)}
 
@@ -146,7 +146,7 @@ def train_trial(config: dict[str, Any]) -> None:
             tune.report({"epoch": epoch, "status": "failed", "train_loss": float("nan")})
             return
         if epoch + 1 < epochs and (epoch + 1) % every:
-            continue  # between checkpoints (a small subset's extra epochs: min_steps)
+            continue  # between checkpoints (a small subset's extra epochs: min_steps, budget steps)
         wall = wall_before + time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "status": "running"}
         if epoch + 1 == epochs:  # the final epoch is the model: evaluate and write it out
@@ -180,7 +180,7 @@ def _finish(trial: TrialConfig, store: SweepStore, sweep: str, prov: dict[str, s
     store.write_part("train_subset", tid, pd.DataFrame({"trial_id": tid, "example": subset}))
     done = {"test_loss": test_loss, "test_acc": test_acc, "status": "done"}
     store.write_part("trials", tid, [trial_row(
-        trial, sweep, "done", prov, epochs_done=trial.training.epochs_for(len(subset))[0], train_loss=loss,
-        train_acc=acc, test_loss=test_loss, test_acc=test_acc, wall_time_s=wall, error=note,
+        trial, sweep, "done", prov, epochs_done=trial.training.epochs_for(len(subset), len(data.y_train))[0],
+        train_loss=loss, train_acc=acc, test_loss=test_loss, test_acc=test_acc, wall_time_s=wall, error=note,
         checkpoint_uri=store.uri_of("checkpoints", f"{tid}.pt"), **fixed)])
     return done
