@@ -25,7 +25,7 @@ def _per_class_from_the_model(fail_for: str | None = None) -> TrialStage:
 
         if trial.trial_id == fail_for:
             raise RuntimeError(f"planted failure for {trial.trial_id}")
-        _, pred, _ = predict(model, data.x_test, data.y_test)
+        _, pred, _, _ = predict(model, data.x_test, data.y_test)
         frame = pd.DataFrame({"label": data.y_test.cpu().numpy(), "correct": pred == data.y_test.cpu().numpy()})
         acc = frame.groupby("label")["correct"].agg(["size", "mean"]).reset_index()
         return pd.DataFrame({"trial_id": trial.trial_id, "label": acc["label"], "n_examples": acc["size"],

@@ -60,6 +60,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "predictions": pa.schema([
         ("trial_id", pa.string()), ("example", pa.int32()), ("label", pa.int32()),
         ("prediction", pa.int32()), ("correct", pa.bool_()), ("confidence", pa.float32()),
+        ("p_true", pa.float32()),  # the softmax probability of the true class
     ]),
     # the training examples each trial saw (indices into the training set)
     "train_subset": pa.schema([("trial_id", pa.string()), ("example", pa.int32())]),

@@ -94,11 +94,13 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Tensor, batch: int = 1024
-            ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean cross-entropy, predicted class and confidence (max softmax) for every example."""
+            ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean cross-entropy; per example the predicted class, its confidence (max softmax) and the
+    probability given to the true class (softmax at y: a graded correctness, for models too
+    accurate to err often enough to compare by their errors)."""
     model.eval()
     device = x.device
-    losses, preds, confs = [], [], []
+    losses, preds, confs, trues = [], [], [], []
     for s, xb in zip(range(0, len(x), batch), batches(x, in_order(len(x), batch)), strict=True):
         if device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
@@ -109,5 +111,6 @@ def predict(model: nn.Module, x: torch.Tensor | ImageFiles, y: torch.Tensor, bat
         conf, pred = p.max(1)
         preds.append(pred)
         confs.append(conf)
+        trues.append(p.gather(1, y[s:s + batch, None])[:, 0])
     loss = torch.stack(losses).sum().item() / len(x)
-    return loss, torch.cat(preds).cpu().numpy(), torch.cat(confs).cpu().numpy()
+    return loss, *(torch.cat(v).cpu().numpy() for v in (preds, confs, trues))

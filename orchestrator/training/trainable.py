@@ -166,7 +166,7 @@ def _finish(trial: TrialConfig, store: SweepStore, sweep: str, prov: dict[str, s
             fixed: dict[str, Any], note: str | None = None) -> dict[str, Any]:
     """Evaluate on the test set and write the model file and the trial's table rows (`note`: how it resumed)."""
     tid = trial.trial_id
-    test_loss, pred, conf = predict(model, data.x_test, data.y_test)
+    test_loss, pred, conf, p_true = predict(model, data.x_test, data.y_test)
     label = data.y_test.cpu().numpy()
     test_acc = float((pred == label).mean())
     config = trial.model_config(data.input_shape[0], data.num_classes)
@@ -174,7 +174,7 @@ def _finish(trial: TrialConfig, store: SweepStore, sweep: str, prov: dict[str, s
                       "checkpoints", f"{tid}.pt")
     store.write_part("predictions", tid, pd.DataFrame({
         "trial_id": tid, "example": np.arange(len(label)), "label": label, "prediction": pred,
-        "correct": pred == label, "confidence": conf}))
+        "correct": pred == label, "confidence": conf, "p_true": p_true}))
     store.write_part("layers", tid, [{"trial_id": tid, **info.__dict__}
                                      for info in model.layer_info(data.input_shape)])
     store.write_part("train_subset", tid, pd.DataFrame({"trial_id": tid, "example": subset}))
