@@ -22,8 +22,8 @@ from repsweep.analysis.tables.schemas import TableError
 from repsweep.analysis.tables.store import SweepStore
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import get_family
-from repsweep.orchestrator.spec import (AXES, MAX_SPEC_BYTES, DatasetSpec, ModelSpec, SpecError, SweepSpec,
-                                        TrainingSpec, parse_spec, plain_number)
+from repsweep.orchestrator.spec import (AXES, DatasetSpec, ModelSpec, SpecError, SweepSpec, TrainingSpec,
+                                        plain_number, stored_spec)
 
 if TYPE_CHECKING:
     from repsweep.analysis.present.report import Outline
@@ -130,7 +130,6 @@ def stored_outline(location: str) -> Outline | None:
     """The outline of the spec stored with a sweep; None where there is none, or it cannot be read
     (the report is then drawn from the tables alone)."""
     try:
-        store = SweepStore(location)
-        return outline(parse_spec(store.read_bytes("spec.yaml", max_bytes=MAX_SPEC_BYTES), store.uri_of("spec.yaml")))
+        return outline(stored_spec(SweepStore(location)))
     except (SpecError, TableError, OSError):
         return None

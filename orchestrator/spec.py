@@ -22,6 +22,7 @@ import yaml
 from repsweep.analysis.study.findings_spec import FindingsSpec
 from repsweep.analysis.tables.location import Location, parse_location
 from repsweep.analysis.tables.schemas import GRID_AXES, TableError
+from repsweep.analysis.tables.store import SweepStore
 from repsweep.models.interface import ModelConfig
 from repsweep.models.registry import FAMILIES, get_family
 
@@ -396,6 +397,11 @@ class _SpecLoader(yaml.SafeLoader):
 _SpecLoader.add_implicit_resolver(  # YAML 1.2's floats: 1e-3, 1E5, -2.5e+3 (the 1.1 forms still resolve first)
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
+
+
+def stored_spec(store: SweepStore, name: str = "spec.yaml") -> SweepSpec:
+    """The spec a sweep's storage holds under `name`, validated as `parse_spec` does."""
+    return parse_spec(store.read_bytes(name, max_bytes=MAX_SPEC_BYTES), store.uri_of(name))
 
 
 def parse_spec(raw: bytes, where: str) -> SweepSpec:

@@ -21,7 +21,7 @@ import yaml
 from repsweep.analysis.tables.store import SweepStore
 from repsweep.orchestrator.grid import TrialConfig, expand_grid
 from repsweep.orchestrator.space import check_room, no_space, reported, training_bytes
-from repsweep.orchestrator.spec import MAX_SPEC_BYTES, SpecError, SweepSpec, parse_spec, plain_number, shorten
+from repsweep.orchestrator.spec import SpecError, SweepSpec, plain_number, shorten, stored_spec
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,8 @@ def saved_spec(store: SweepStore) -> SweepSpec:
     the tiles and compute every pair again beside the old rows. (Sweeps begun before STARTED was
     written have no copy to check against.)
     """
-    def read(name: str) -> SweepSpec:
-        return parse_spec(store.read_bytes(name, max_bytes=MAX_SPEC_BYTES), store.uri_of(name))
-
-    spec = read("spec.yaml")
-    if store.exists(STARTED) and (started := read(STARTED)) != spec:
+    spec = stored_spec(store)
+    if store.exists(STARTED) and (started := stored_spec(store, STARTED)) != spec:
         raise SpecError(f"'{store.uri_of('spec.yaml')}' was edited after the sweep began "
                         f"({_changes(started.to_dict(), spec.to_dict())}); put it back as it was "
                         f"({STARTED} beside it is a copy), or run the edited spec as a sweep of another name")
