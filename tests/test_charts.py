@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repsweep.analysis.present import charts, heatmaps
+from repsweep.analysis.present import charts, heatmaps, study_charts
 from repsweep.analysis.present.chartkit import MAX_ROWS
 from repsweep.analysis.present.charts import CHARTS, make_chart
 from repsweep.analysis.tables.query import open_results
@@ -216,6 +216,20 @@ def test_class_accuracy_difference_is_computed_from_the_predictions(res, trials)
     np.testing.assert_allclose(data.set_index("label")["difference"].sort_index(), want.sort_index())
     other = charts.class_accuracy(res, a="d8-w1-f0.5", b="d14-w2-f0.5")
     assert "a: d8-w1, fraction 0.5 (2 seeds" in other.to_dict()["title"]["subtitle"][0]
+
+
+def test_the_error_tables_of_a_real_sweep_hold_both_measures(res):
+    """The comparison writes the error statistics for 0/1 correctness and the true-class probability, and
+    class_accuracy's mean_p_true is the mean of the predictions' p_true."""
+    for table in ("example_disagreement", "class_diff"):
+        counts = res.sql(f"SELECT measure, count(*) AS n FROM {table} GROUP BY measure").set_index("measure")["n"]
+        assert counts.to_dict() == {"correct": counts["correct"], "p_true": counts["correct"]} and counts.sum() > 0
+    got = res.sql("SELECT a.mean_p_true, avg(p.p_true) AS want FROM class_accuracy a JOIN predictions p "
+                  "USING (trial_id, label) GROUP BY a.trial_id, a.label, a.mean_p_true")
+    np.testing.assert_allclose(got["mean_p_true"], got["want"], rtol=1e-6)
+    chart = study_charts.example_errors(res).to_dict()
+    pairs = {r["pair"] for r in chart["datasets"][next(iter(chart["datasets"]))]}
+    assert any(p.endswith("(true-class prob.)") for p in pairs) and any(not p.endswith(")") for p in pairs)
 
 
 def test_class_accuracy_names_the_configurations_that_exist(res):

@@ -28,11 +28,13 @@ def make_trials(seeds: dict[tuple[str, float], list[int]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def make_predictions(correct: dict[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
-    """predictions rows from each trial's (n,) correctness over examples 0..n-1."""
+def make_predictions(correct: dict[str, np.ndarray], labels: np.ndarray,
+                     p_true: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """predictions rows from each trial's (n,) correctness over examples 0..n-1 (and its p_true, if given)."""
     return pd.concat([pd.DataFrame({"trial_id": t, "example": np.arange(len(c)), "label": labels,
-                                    "correct": np.asarray(c, dtype=bool)}) for t, c in correct.items()],
-                     ignore_index=True)
+                                    "correct": np.asarray(c, dtype=bool),
+                                    **({"p_true": np.asarray(p_true[t], dtype=np.float32)} if p_true else {})})
+                      for t, c in correct.items()], ignore_index=True)
 
 
 def sample_correct(rng: np.random.Generator, ease: np.ndarray, trials: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -243,6 +245,83 @@ def test_a_one_seed_configuration_is_untestable_with_a_reason():
     assert (bad["n_seeds_a"] == 1).all() and (bad["n_seeds_b"] == 2).all()
     good = out[out["arch_a"] == "d8-w2"].iloc[0]
     assert good["testable"] and good["excess"] == 0 and good["p"] == 1
+
+
+# ------------------------------------------------------------------------------ the true-class probability
+
+
+def test_p_true_as_0_or_1_gives_exactly_the_correctness_statistics():
+    """Property: where the true-class probability is the correctness itself, the two measures agree."""
+    rng = np.random.default_rng(21)
+    trials = make_trials({("a", 1.0): [0, 1, 2], ("b", 1.0): [0, 1, 2, 3]})
+    correct = sample_correct(rng, rng.random(150), trials)
+    preds = make_predictions(correct, np.zeros(150), {t: c.astype(float) for t, c in correct.items()})
+    by_correct, by_p = (example_disagreement(preds, trials, measure=m) for m in ("correct", "p_true"))
+    assert by_correct["measure"].tolist() == ["correct"] and by_p["measure"].tolist() == ["p_true"]
+    pd.testing.assert_frame_equal(by_correct.drop(columns="measure"), by_p.drop(columns="measure"))
+
+
+def test_p_true_disagreement_matches_a_naive_computation():
+    rng = np.random.default_rng(22)
+    trials = make_trials({("a", 1.0): [0, 1, 2], ("b", 1.0): [0, 1, 2]})
+    p_true = {t: rng.uniform(0.2, 1.0, 120) for t in trials["trial_id"]}
+    correct = {t: v > 0.5 for t, v in p_true.items()}
+    row = example_disagreement(make_predictions(correct, np.zeros(120), p_true), trials, measure="p_true").iloc[0]
+    models = np.array([p_true[f"{a}-f1-s{s}"] for a in "ab" for s in range(3)], dtype=np.float32).astype(float)
+    a1, a2, b1, b2 = models[0], models[1], models[3], models[4]  # k = 1: seeds 0 and 1 of each
+    between, base = np.abs(a1 - b2), (np.abs(a1 - a2) + np.abs(b1 - b2)) / 2
+    assert row["between"] == pytest.approx(between.mean()) and row["excess"] == pytest.approx((between - base).mean())
+    assert row["p"] == pytest.approx(naive_p(models, 3, spread))
+    assert row["errors_median"] == np.median([(~correct[t]).sum() for t in trials["trial_id"]])
+
+
+def test_models_without_errors_differ_in_their_true_class_probability():
+    """Every model gets all 300 examples right, so 0/1 correctness shows nothing (excess 0, p = 1);
+    a is sure (0.95) of examples 0-149 and hesitant (0.6) of the rest, b the other way round, with
+    noise: the true-class probability finds it, at the smallest p 6 + 6 seeds allow."""
+    rng = np.random.default_rng(23)
+    trials = make_trials({("a", 0.25): list(range(6)), ("b", 0.25): list(range(6))})
+    first = np.arange(300) < 150
+    sure = {"a": np.where(first, 0.95, 0.6), "b": np.where(first, 0.6, 0.95)}
+    p_true = {t.trial_id: np.clip(sure[t.arch] + 0.05 * rng.standard_normal(300), 0.51, 1) for t in trials.itertuples()}
+    preds = make_predictions({t: np.ones(300, bool) for t in p_true}, np.zeros(300), p_true)
+    by_correct, by_p = (example_disagreement(preds, trials, measure=m).iloc[0] for m in ("correct", "p_true"))
+    assert by_correct["errors_median"] == by_p["errors_median"] == 0
+    assert by_correct["excess"] == 0 and by_correct["p"] == 1
+    assert by_p["p"] == pytest.approx(by_p["min_p"]) and by_p["min_p"] == pytest.approx(2 / comb(12, 6))
+    assert by_p["ci_low"] > 0.25  # |0.95 - 0.6| = 0.35 apart, less the noise of the seed baseline
+
+
+def test_a_measure_the_predictions_lack_is_refused_by_name():
+    trials = make_trials({("a", 1.0): [0, 1], ("b", 1.0): [0, 1]})
+    correct = {t: np.ones(10, bool) for t in trials["trial_id"]}
+    preds = make_predictions(correct, np.zeros(10), {t: np.ones(10) for t in correct})
+    preds.loc[preds["trial_id"] == "a-f1-s1", "p_true"] = np.nan  # trained before p_true was recorded
+    with pytest.raises(ValueError, match=r"no p_true for 1 trials \(e.g. a-f1-s1\).*measure 'correct'"):
+        example_disagreement(preds, trials, measure="p_true")
+    with pytest.raises(ValueError, match="measure is one of"):
+        example_disagreement(preds, trials, measure="loss")
+    assert example_disagreement(preds, trials)["testable"].all()  # correctness reads every trial
+
+
+def test_class_accuracy_keeps_the_mean_true_class_probability_and_class_diff_tests_it():
+    from repsweep.analysis.study.predictions import class_accuracy
+    rng = np.random.default_rng(24)
+    trials = make_trials({("x", 1.0): list(range(6)), ("y", 1.0): list(range(6))})  # q = 3 min_p < 0.05
+    labels = np.repeat(np.arange(3), 40)
+    base = rng.uniform(0.55, 1.0, 120)  # classes 0 and 1: the same for every model; class 2: y is less sure
+    p_true = {t: np.where(labels == 2, base - (0.3 if t.startswith("y") else 0) + 0.02 * rng.standard_normal(120),
+                          base) for t in trials["trial_id"]}
+    acc = class_accuracy(make_predictions({t: v > 0.5 for t, v in p_true.items()}, labels, p_true))
+    for t, v in p_true.items():
+        got = acc[acc["trial_id"] == t].set_index("label")["mean_p_true"]
+        np.testing.assert_allclose(got, [v.astype(np.float32)[labels == c].mean() for c in range(3)], rtol=1e-6)
+    out = class_diff(acc, trials, measure="p_true").set_index("label")
+    assert (out["measure"] == "p_true").all()
+    assert out.loc[2, "significant"] and out.loc[2, "p"] == pytest.approx(2 / comb(12, 6))
+    assert not out.loc[[0, 1], "significant"].any() and (out.loc[[0, 1], "p"] == 1).all()
+    assert out.loc[2, "mean_a"] == pytest.approx(acc[acc["trial_id"].str.startswith("x") & (acc["label"] == 2)]
+                                                 ["mean_p_true"].mean())
 
 
 # ------------------------------------------------------------------------------ class_diff

@@ -88,13 +88,14 @@ def _errors(trials: pd.DataFrame, *, p: float = 1e-3, min_p: float = 2 / 70, low
             high: float = 0.05, q3: float = 0.01) -> dict[str, pd.DataFrame]:
     seeds = trials.groupby(["arch", "data_fraction"])["seed"].nunique().min()
     testable = bool(seeds >= 2)
-    pairs = [{"arch_a": a, "arch_b": b, "data_fraction": f, "n_examples": 360, "between": 0.05, "baseline": 0.02,
+    pairs = [{"arch_a": a, "arch_b": b, "data_fraction": f, "measure": "correct", "n_examples": 360,
+              "errors_median": 30.0, "between": 0.05, "baseline": 0.02,
               "excess": 0.03, "ci_low": low, "ci_high": high, "p": p, "min_p": min_p, "n_seeds_a": seeds,
               "n_seeds_b": seeds, "testable": testable, "reason": None if testable else f"{a} has 1 seed"}
              for a, b in itertools.combinations(sorted(trials["arch"].unique()), 2)
              for f in trials["data_fraction"].unique()]
     example = pd.DataFrame(pairs)
-    classes = example[["arch_a", "arch_b", "data_fraction", "testable"]].merge(
+    classes = example[["arch_a", "arch_b", "data_fraction", "measure", "testable"]].merge(
         pd.DataFrame({"label": range(10)}), how="cross")
     classes = classes.assign(mean_a=0.95, mean_b=np.where(classes["label"] == 3, 0.80, 0.95), p=0.5, q=0.5,
                              min_p=min_p)
@@ -184,6 +185,37 @@ def test_an_excess_below_the_noise_names_the_seeds_that_then_resolve_it():
     tables.update(_wide_deep_errors(need, rng_seed=2))  # new seeds, as many as it said
     again = _out(tables).loc[(5, "a")]
     assert again["verdict"] == HOLDS and again["p"] < 0.05 and again["n"] == 2 * need
+
+
+def _sure_and_unsure(seeds: int) -> dict[str, pd.DataFrame]:
+    """Real error tables, both measures, for d20-w1 against d8-w2 on 360 test examples that every model gets
+    right: d20-w1 is sure (p_true 0.95) of examples 0-179 and hesitant (0.6) of the rest, d8-w2 the reverse."""
+    rng = np.random.default_rng(5)
+    trials = pd.DataFrame([{"trial_id": f"{a}-f1-s{s}", "arch": a, "data_fraction": 1.0, "seed": s}
+                           for a in ("d20-w1", "d8-w2") for s in range(seeds)])
+    first = np.arange(360) < 180
+    sure = {"d20-w1": np.where(first, 0.95, 0.6), "d8-w2": np.where(first, 0.6, 0.95)}
+    preds = pd.concat([pd.DataFrame({"trial_id": t.trial_id, "example": np.arange(360), "label": np.arange(360) % 10,
+                                     "correct": True, "p_true": np.clip(sure[t.arch] + 0.05 * rng.standard_normal(360),
+                                                                        0.51, 1)}) for t in trials.itertuples()])
+    measures = ("correct", "p_true")
+    return {"example_disagreement": pd.concat([example_disagreement(preds, trials, measure=m) for m in measures]),
+            "class_diff": pd.concat([class_diff(class_accuracy(preds), trials, measure=m) for m in measures])}
+
+
+def test_models_that_rarely_err_are_compared_by_the_true_class_probability():
+    tables = _tables(_trials())
+    tables.update(_sure_and_unsure(6))
+    out = _out(tables)
+    row = out.loc[(5, "a")]
+    assert row["verdict"] == HOLDS and row["p"] == pytest.approx(2 / 924), row["numbers"]
+    assert ("measure: the true class's probability (a median of 0 test errors per model, under "
+            "findings.min_errors = 20)") in row["numbers"]
+    assert out.loc[(5, "b"), "numbers"].startswith("the true class's probability: ")
+    by_correct = _out(tables, min_errors=0).loc[(5, "a")]  # 0/1 correctness: nothing to differ on
+    assert by_correct["verdict"] == INCONCLUSIVE and by_correct["effect"] == 0 and by_correct["p"] == 1
+    assert "measure: 0/1 correctness" in by_correct["numbers"]
+    assert "the seeds show no excess (p = 1.00)" in by_correct["resolve"]
 
 
 def test_a_grid_with_one_seed_and_one_fraction_says_what_it_cannot_test():

@@ -31,6 +31,7 @@ BAD_SPECS = [
     ("unknown budget", {"training": {"budget": "time"}}, "'training.budget': got 'time', expected epochs or steps"),
     ("warm-up longer than training", {"training": {"epochs": 2, "warmup_epochs": 5}},
      "'training.warmup_epochs': got 5.0"),
+    ("negative min_errors", {"findings": {"min_errors": -1}}, "'findings.min_errors': got -1, expected an integer >= 0"),
     ("unknown dataset", {"dataset": {"name": "mnist"}}, "'dataset.name': got 'mnist', expected one of digits"),
     ("cifar without root", {"dataset": {"name": "cifar10"}}, "'dataset.root': got None"),
     ("cifar root missing", {"dataset": {"name": "cifar10", "root": "/nonexistent/cifar"}},

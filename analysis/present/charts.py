@@ -194,7 +194,8 @@ def _significance(res: Results, sides: list[pd.DataFrame]) -> tuple[dict, dict, 
     """Per class: the class_diff table's BH q-value and verdict for configurations a and b (by label)."""
     (a, fa), (b, fb) = ((s["arch"].iloc[0], s["data_fraction"].iloc[0]) for s in sides)
     diff = res.sql("SELECT label, q, significant, testable, reason FROM class_diff WHERE data_fraction = $f AND "
-                   "((arch_a = $a AND arch_b = $b) OR (arch_a = $b AND arch_b = $a)) ORDER BY label",
+                   "((arch_a = $a AND arch_b = $b) OR (arch_a = $b AND arch_b = $a)) "
+                   "AND coalesce(measure, 'correct') = 'correct' ORDER BY label",  # accuracy (NULL: older tables)
                    {"f": fa, "a": a, "b": b}) if fa == fb else pd.DataFrame()
     if diff.empty or not diff["testable"].any():
         why = diff["reason"].iloc[0] if len(diff) else "a and b differ in data fraction, or class_diff is not computed"

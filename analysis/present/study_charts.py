@@ -133,11 +133,14 @@ def example_errors(res: Results) -> alt.Chart:
         why = res.sql("SELECT reason FROM example_disagreement WHERE NOT testable LIMIT 1")
         raise TableError(f"no testable configuration pair: {why['reason'].iloc[0]}" if len(why) else
                          f"no example_disagreement table yet; {_FILL}")
-    rows["pair"] = rows["arch_a"] + " vs " + rows["arch_b"] + " f" + rows["data_fraction"].map("{:g}".format)
+    measure = rows["measure"].fillna("correct").map({"correct": "", "p_true": " (true-class prob.)"})  # NULL: older
+    rows["pair"] = (rows["arch_a"] + " vs " + rows["arch_b"] + " f" + rows["data_fraction"].map("{:g}".format)
+                    + measure)
     rows["significant"] = (rows["p"] < 0.05) & (rows["ci_low"] > 0)  # the findings' rule for claim 5
     order = list(rows["pair"])
     base = alt.Chart().encode(y=alt.Y("pair:N", sort=order, title=None))
-    bars = base.mark_bar(color="#ddd").encode(x=alt.X("baseline:Q", title="mean |per-example accuracy difference|"))
+    bars = base.mark_bar(color="#ddd").encode(x=alt.X("baseline:Q", title="mean |per-example difference| "
+                                                                        "(accuracy, or true-class probability)"))
     dots = base.mark_point(filled=True, size=60).encode(
         x="between:Q", color=alt.Color("significant:N", title="above baseline (p < 0.05 over seeds)",
                                        scale=alt.Scale(domain=[True, False], range=["#e45756", "#888"])),

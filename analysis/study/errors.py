@@ -7,10 +7,17 @@ two disjoint groups of one configuration (their Figure 9); per class, the accura
 configurations' seeds are compared with a test and a false-discovery correction (their Figure 10).
 Pure functions of frames (no Ray, no storage), in the style of `analysis/study/predictions.py`.
 
-Inputs: `predictions` (trial_id, example, label, correct), `class_accuracy` (trial_id, label,
-n_examples, accuracy; `predictions.class_accuracy`) and `trials` (trial_id, arch, data_fraction,
-seed; finished trials only: rows of other trials are left out). A configuration is (arch,
-data_fraction); its trials are its seeds, one trial per seed.
+Inputs: `predictions` (trial_id, example, label, correct, p_true), `class_accuracy` (trial_id,
+label, n_examples, accuracy, mean_p_true; `predictions.class_accuracy`) and `trials` (trial_id,
+arch, data_fraction, seed; finished trials only: rows of other trials are left out). A
+configuration is (arch, data_fraction); its trials are its seeds, one trial per seed.
+
+Two measures of a model on a test example (MEASURES), each tested the same way: "correct", 0/1
+as in the paper, and "p_true", the softmax probability of the true class, a graded correctness
+(correct is p_true being the largest entry). Models that make a handful of errors leave 0/1
+correctness nothing to differ on outside those few examples (the demo: a median of 5 errors in
+360 per model), while p_true differs on every example; which one a claim reads is the
+findings' choice (analysis/study/findings.py: findings.min_errors).
 
 Statistics, and why:
 - The unit of evidence is the seed (one trained model), never the test example: a p-value here
@@ -29,7 +36,7 @@ Statistics, and why:
   Nor a t-test over test examples: its p is about these seeds on the test distribution and
   shrinks with the test set however few seeds there are.
 - example_disagreement: the statistic is T = mean_i |acc_a(i) - acc_b(i)| over all seeds of
-  each configuration, one-sided (greater): permuting labels gives the spread two configurations
+  each configuration (acc: the mean of the measure over the seeds), one-sided (greater): permuting labels gives the spread two configurations
   of exchangeable seeds would show. The effect, excess, is the mean of the per-example
   differences d_i = |acc_A1(i) - acc_B2(i)| - (|acc_A1(i) - acc_A2(i)| + |acc_B1(i) - acc_B2(i)|) / 2
   on disjoint seed groups; ci_low, ci_high are a percentile bootstrap of that mean over test
@@ -55,15 +62,17 @@ from scipy import stats
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CLASS_DIFF_COLUMNS", "EXAMPLE_DISAGREEMENT_COLUMNS", "EXAMPLE_STATS_COLUMNS", "class_diff",
+__all__ = ["CLASS_DIFF_COLUMNS", "EXAMPLE_DISAGREEMENT_COLUMNS", "EXAMPLE_STATS_COLUMNS", "MEASURES", "class_diff",
            "example_disagreement", "example_stats"]
 
 EXAMPLE_STATS_COLUMNS = ["arch", "data_fraction", "example", "label", "accuracy", "n_seeds"]
-EXAMPLE_DISAGREEMENT_COLUMNS = ["arch_a", "arch_b", "data_fraction", "seeds_per_group", "n_examples", "between",
-                                "baseline_a", "baseline_b", "baseline", "excess", "p", "ci_low", "ci_high",
-                                "n_seeds_a", "n_seeds_b", "min_p", "testable", "reason"]
-CLASS_DIFF_COLUMNS = ["arch_a", "arch_b", "data_fraction", "label", "mean_a", "mean_b", "difference", "p", "q",
-                      "min_p", "significant", "n_a", "n_b", "testable", "reason"]
+EXAMPLE_DISAGREEMENT_COLUMNS = ["arch_a", "arch_b", "data_fraction", "measure", "seeds_per_group", "n_examples",
+                                "errors_median", "between", "baseline_a", "baseline_b", "baseline", "excess", "p",
+                                "ci_low", "ci_high", "n_seeds_a", "n_seeds_b", "min_p", "testable", "reason"]
+CLASS_DIFF_COLUMNS = ["arch_a", "arch_b", "data_fraction", "measure", "label", "mean_a", "mean_b", "difference", "p",
+                      "q", "min_p", "significant", "n_a", "n_b", "testable", "reason"]
+# a model's measure on a test example -> its column in `predictions`, and in `class_accuracy` (the class mean)
+MEASURES = {"correct": ("correct", "accuracy"), "p_true": ("p_true", "mean_p_true")}
 TRIAL_COLUMNS = ["trial_id", "arch", "data_fraction", "seed"]
 MIN_SEEDS = 2  # seeds per configuration: two disjoint groups of one; a split to permute
 N_RESAMPLES = 9_999  # permutations: every split when there are at most this many, else this many random ones
@@ -116,6 +125,18 @@ def _few_seeds(counts: dict[str, int], fraction: float, need: str) -> str | None
     return f"{', '.join(few)}; {need}" if few else None
 
 
+def _columns(measure: str, frame: pd.DataFrame, name: str) -> tuple[str, str]:
+    """The measure's (predictions column, class_accuracy column); refused where `frame` lacks its values."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure is one of {sorted(MEASURES)}, got {measure!r}")
+    column = MEASURES[measure][0 if name == "predictions" else 1]
+    if column in frame.columns and frame[column].isna().any():
+        trials = sorted(frame.loc[frame[column].isna(), "trial_id"].unique())
+        raise ValueError(f"{name} has no {column} for {len(trials)} trials (e.g. {trials[0]}), trained before it "
+                         f"was recorded: measure 'correct' reads every trial")
+    return MEASURES[measure]
+
+
 def _seeded() -> dict[str, np.random.Generator]:
     """A fresh generator from SEED, as scipy's keyword: each test is reproducible on its own."""
     return {_RNG_KEYWORD: np.random.default_rng(SEED)}
@@ -149,27 +170,27 @@ def example_stats(predictions: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFra
     return out[EXAMPLE_STATS_COLUMNS]
 
 
-def _group_differences(correct: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """|A1 - B2|, |A1 - A2|, |B1 - B2| per example from (4k, n) correctness rows A1, A2, B1, B2."""
-    a1, a2, b1, b2 = correct.reshape(4, k, -1).mean(axis=1)  # (4, k, n) -> four (n,) group accuracies
+def _group_differences(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """|A1 - B2|, |A1 - A2|, |B1 - B2| per example from (4k, n) rows of the measure, groups A1, A2, B1, B2."""
+    a1, a2, b1, b2 = scores.reshape(4, k, -1).mean(axis=1)  # (4, k, n) -> four (n,) group accuracies
     return np.abs(a1 - b2), np.abs(a1 - a2), np.abs(b1 - b2)
 
 
-def _disagreement_p(correct: np.ndarray, n_a: int) -> float:
-    """One-sided permutation p of T = mean_i |acc_a(i) - acc_b(i)| over the models (rows) of `correct`.
+def _disagreement_p(scores: np.ndarray, n_a: int) -> float:
+    """One-sided permutation p of T = mean_i |acc_a(i) - acc_b(i)| over the models (rows) of `scores`.
 
     Rows 0..n_a-1 are a's seeds, the rest b's. The samples permuted are row indices; weights
     +1/n_a, -1/n_b give a batch of splits' per-example accuracy differences in one product.
     """
     def spread(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        weights = np.zeros(x.shape[:-1] + (len(correct),))  # (..., models)
+        weights = np.zeros(x.shape[:-1] + (len(scores),))  # (..., models)
         np.put_along_axis(weights, x, 1 / x.shape[-1], axis=-1)
         np.put_along_axis(weights, y, -1 / y.shape[-1], axis=-1)
-        return np.abs(weights @ correct).mean(axis=-1)
+        return np.abs(weights @ scores).mean(axis=-1)
 
-    res = stats.permutation_test((np.arange(n_a), np.arange(n_a, len(correct))), spread, vectorized=True,
+    res = stats.permutation_test((np.arange(n_a), np.arange(n_a, len(scores))), spread, vectorized=True,
                                  permutation_type="independent", alternative="greater", n_resamples=N_RESAMPLES,
-                                 batch=max(1, 2 ** 22 // correct.shape[1]), **_seeded())
+                                 batch=max(1, 2 ** 22 // scores.shape[1]), **_seeded())
     return float(res.pvalue)
 
 
@@ -182,21 +203,25 @@ def _interval(diff: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def example_disagreement(predictions: pd.DataFrame, trials: pd.DataFrame, *,
-                         confidence: float = 0.95) -> pd.DataFrame:
+def example_disagreement(predictions: pd.DataFrame, trials: pd.DataFrame, *, confidence: float = 0.95,
+                         measure: str = "correct") -> pd.DataFrame:
     """Whether two configurations err on different examples more than seeds of one do.
 
-    For every two configurations of one data fraction (arch_a < arch_b), with k = min(seeds)
+    acc below is the mean over seeds of the measure (MEASURES: 0/1 correctness or the true
+    class's probability). For every two configurations of one data fraction (arch_a < arch_b), with k = min(seeds)
     // 2 and groups A1, A2 (a's first and next k seeds by seed), B1, B2 likewise: between =
     mean_i |acc_A1(i) - acc_B2(i)|, baseline_a = mean_i |acc_A1(i) - acc_A2(i)|, baseline_b
     likewise, baseline their mean, excess = between - baseline with its bootstrap interval
     (ci_low, ci_high), and p the permutation test over all n_seeds_a + n_seeds_b seeds (module
-    docstring), over the examples every seed of the two predicted (n_examples).
+    docstring), over the examples every seed of the two predicted (n_examples); errors_median is
+    the median number of those examples a model of the two gets wrong, whatever the measure.
 
     Parameters
     ----------
     confidence
         Level of the interval of the excess.
+    measure
+        "correct" or "p_true" (MEASURES).
 
     Returns
     -------
@@ -206,34 +231,40 @@ def example_disagreement(predictions: pd.DataFrame, trials: pd.DataFrame, *,
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence is a level in (0, 1), got {confidence}")
-    merged = _with_config(predictions, trials, "predictions", "example", ["example", "correct"])
+    column = _columns(measure, predictions, "predictions")[0]
+    merged = _with_config(predictions, trials, "predictions", "example", list(dict.fromkeys(["example", "correct",
+                                                                                                column])))
     rows = []
     for fraction, part in merged.groupby("data_fraction", sort=True):
-        wide = part.assign(correct=part["correct"].astype(float)).pivot(
-            index="trial_id", columns="example", values="correct")  # (trials, examples), NaN: not predicted
-        seeds = _seed_lists(part)
+        wide, wrong = (part.assign(v=values).pivot(index="trial_id", columns="example", values="v")
+                       for values in (part[column].astype(float), 1.0 - part["correct"].astype(float)))
+        seeds = _seed_lists(part)  # wide, wrong: (trials, examples), NaN: not predicted
         for arch_a, arch_b in combinations(sorted(seeds), 2):
             ids_a, ids_b = seeds[arch_a], seeds[arch_b]
             n_a, n_b, k = len(ids_a), len(ids_b), min(len(ids_a), len(ids_b)) // 2
-            correct = wide.loc[ids_a + ids_b].dropna(axis=1).to_numpy()  # (n_a + n_b, n): all of them predicted
-            row = {"arch_a": arch_a, "arch_b": arch_b, "data_fraction": fraction, "seeds_per_group": k,
-                   "n_examples": correct.shape[1], "n_seeds_a": n_a, "n_seeds_b": n_b, "testable": False,
+            shared = wide.loc[ids_a + ids_b].dropna(axis=1)  # the examples all of them predicted
+            scores = shared.to_numpy()  # (n_a + n_b, n): the measure per model and example
+            row = {"arch_a": arch_a, "arch_b": arch_b, "data_fraction": fraction, "measure": measure,
+                   "seeds_per_group": k, "n_examples": scores.shape[1],
+                   "errors_median": float(np.median(wrong.loc[ids_a + ids_b, shared.columns].sum(axis=1))),
+                   "n_seeds_a": n_a, "n_seeds_b": n_b, "testable": False,
                    "reason": _few_seeds({arch_a: n_a, arch_b: n_b}, fraction,
                                         f"disjoint seed groups need {MIN_SEEDS}")}
-            if row["reason"] is None and correct.shape[1] < 2:
+            if row["reason"] is None and scores.shape[1] < 2:
                 row["reason"] = (f"{arch_a} and {arch_b} at data fraction {fraction:g} share "
-                                 f"{correct.shape[1]} predicted test examples; the test needs 2")
+                                 f"{scores.shape[1]} predicted test examples; the test needs 2")
             if row["reason"] is None:
-                groups = np.concatenate([correct[:2 * k], correct[n_a:n_a + 2 * k]])  # A1, A2, B1, B2
+                groups = np.concatenate([scores[:2 * k], scores[n_a:n_a + 2 * k]])  # A1, A2, B1, B2
                 between, base_a, base_b = _group_differences(groups, k)
                 diff = between - (base_a + base_b) / 2  # (n,) its mean is the excess
                 row["ci_low"], row["ci_high"] = _interval(diff, confidence)
                 row.update(between=between.mean(), baseline_a=base_a.mean(), baseline_b=base_b.mean(),
                            baseline=(base_a.mean() + base_b.mean()) / 2, excess=diff.mean(),
-                           p=_disagreement_p(correct, n_a), min_p=_min_p(n_a, n_b), testable=True)
+                           p=_disagreement_p(scores, n_a), min_p=_min_p(n_a, n_b), testable=True)
             rows.append(row)
     out = pd.DataFrame(rows, columns=EXAMPLE_DISAGREEMENT_COLUMNS)
-    stat = ["between", "baseline_a", "baseline_b", "baseline", "excess", "p", "ci_low", "ci_high", "min_p"]
+    stat = ["errors_median", "between", "baseline_a", "baseline_b", "baseline", "excess", "p", "ci_low", "ci_high",
+            "min_p"]
     out[stat] = out[stat].astype(float)  # NaN where untestable
     return out.astype({"seeds_per_group": int, "n_examples": int, "n_seeds_a": int, "n_seeds_b": int,
                        "testable": bool})
@@ -264,10 +295,13 @@ def _class_p(acc_a: np.ndarray, acc_b: np.ndarray) -> np.ndarray:
     return p
 
 
-def class_diff(class_accuracy: pd.DataFrame, trials: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
+def class_diff(class_accuracy: pd.DataFrame, trials: pd.DataFrame, *, alpha: float = 0.05,
+               measure: str = "correct") -> pd.DataFrame:
     """Per-class accuracy differences between every two configurations of one data fraction.
 
-    For each class: a permutation test of a's per-seed accuracies against b's (two-sided,
+    The measure (MEASURES) is a seed's class accuracy ("correct") or its mean true-class
+    probability over the class ("p_true"). For each class: a permutation test of a's per-seed
+    values against b's (two-sided,
     min_p its smallest attainable p), then the Benjamini-Hochberg q-values over the testable
     classes of the pair (module docstring).
 
@@ -275,6 +309,8 @@ def class_diff(class_accuracy: pd.DataFrame, trials: pd.DataFrame, *, alpha: flo
     ----------
     alpha
         False-discovery rate: significant = q < alpha.
+    measure
+        "correct" or "p_true" (MEASURES).
 
     Returns
     -------
@@ -285,10 +321,11 @@ def class_diff(class_accuracy: pd.DataFrame, trials: pd.DataFrame, *, alpha: flo
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha is a false-discovery rate in (0, 1), got {alpha}")
-    merged = _with_config(class_accuracy, trials, "class_accuracy", "label", ["label", "accuracy"])
+    column = _columns(measure, class_accuracy, "class_accuracy")[1]
+    merged = _with_config(class_accuracy, trials, "class_accuracy", "label", ["label", column])
     frames = []
     for fraction, part in merged.groupby("data_fraction", sort=True):
-        wide = part.pivot(index="trial_id", columns="label", values="accuracy")  # (trials, classes)
+        wide = part.pivot(index="trial_id", columns="label", values=column)  # (trials, classes)
         seeds = _seed_lists(part)
         for arch_a, arch_b in combinations(sorted(seeds), 2):
             acc_a, acc_b = wide.loc[seeds[arch_a]], wide.loc[seeds[arch_b]]  # (seeds, classes) each
@@ -303,7 +340,8 @@ def class_diff(class_accuracy: pd.DataFrame, trials: pd.DataFrame, *, alpha: flo
             min_p = [_min_p(int(na), int(nb)) if ok else np.nan for ok, na, nb in zip(testable, n_a, n_b)]
             mean_a, mean_b = np.nanmean(acc_a, 0), np.nanmean(acc_b, 0)
             frames.append(pd.DataFrame({
-                "arch_a": arch_a, "arch_b": arch_b, "data_fraction": fraction, "label": shared.index[shared],
+                "arch_a": arch_a, "arch_b": arch_b, "data_fraction": fraction, "measure": measure,
+                "label": shared.index[shared],
                 "mean_a": mean_a, "mean_b": mean_b, "difference": mean_a - mean_b, "p": p, "q": q,
                 "min_p": np.asarray(min_p, dtype=float), "significant": np.nan_to_num(q, nan=1.0) < alpha,
                 "n_a": n_a, "n_b": n_b, "testable": testable,

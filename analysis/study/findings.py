@@ -34,7 +34,9 @@ inconclusive with what would resolve it, or not testable). The statistics, per u
 - 5a: the closest-in-accuracy deeper-narrower / wider-shallower pair: per-example disagreement
   in excess of disjoint seed groups, its interval by bootstrap over test examples and its
   p by a permutation test over seeds (analysis/study/errors.py). 5b: that pair's classes, each a
-  permutation test over seeds, Benjamini-Hochberg across classes.
+  permutation test over seeds, Benjamini-Hochberg across classes. Both read 0/1 correctness, or,
+  where the pair's models make a median of under `findings.min_errors` test errors, the true
+  class's probability (errors.MEASURES): a few errors leave 0/1 correctness nothing to differ on.
 - 6a: per model with a block, the contrast without as many random examples (the mean over
   RANDOM_DRAWS random sets, orchestrator/comparison/analyses.py) minus the contrast
   without its dominant ones (`dominant_removal`); 6b: per configuration, over its seed pairs,
@@ -287,7 +289,7 @@ def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataF
     alpha = 1 - s.confidence
     arch = models.groupby(["arch", "data_fraction"]).agg(depth=("depth", "first"), width=("width", "first"),
                                                         acc=("test_acc", "mean"))
-    pairs = example.copy()
+    pairs = example[example["measure"] == "correct"].copy()  # the pair is chosen on accuracy, whatever the measure
     for side in ("a", "b"):
         keys = list(zip(pairs[f"arch_{side}"], pairs["data_fraction"]))
         for col in ("depth", "width", "acc"):
@@ -306,6 +308,7 @@ def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataF
     name = f"{pick['arch_a']} vs {pick['arch_b']} f{pick['data_fraction']:g}"
     note = (f"{len(similar)} pairs within {s.similar_accuracy:g} accuracy" if len(similar) else
             f"none within {s.similar_accuracy:g} accuracy: the closest, {pick['gap']:.3f} apart")
+    pick, measure_note = _measured(pick, example, s)
     n_a, n_b, seeds = int(pick["n_seeds_a"]), int(pick["n_seeds_b"]), int(pick["seeds"])
     low, high, p, min_p = (float(pick[c]) for c in ("ci_low", "ci_high", "p", "min_p"))
     if high < 0:
@@ -317,13 +320,14 @@ def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataF
     more = _seeds_for(alpha)
     resolve = "" if v != INCONCLUSIVE else _resolve_excess(pick, alpha, more, s)
     ev_a = Evidence(float(pick["excess"]), low, high, seeds, "seeds", v, resolve, p)
-    numbers_a = (f"{name} ({note}; test accuracy {pick['acc_a']:.3f} and {pick['acc_b']:.3f}): disagreement "
+    numbers_a = (f"{name} ({note}; test accuracy {pick['acc_a']:.3f} and {pick['acc_b']:.3f}; {measure_note}): disagreement "
                  f"{pick['between']:.4f} against seed baseline {pick['baseline']:.4f}, p = {p:.3f} (permutation "
                  f"over {n_a} + {n_b} seeds), interval over {int(pick['n_examples'])} test examples")
     rows = [_row(5, "a", stat_a, ev_a, numbers_a, {name: float(pick["excess"])})]
 
     cd = classes[(classes["arch_a"] == pick["arch_a"]) & (classes["arch_b"] == pick["arch_b"])
-                 & (classes["data_fraction"] == pick["data_fraction"]) & classes["testable"]]
+                 & (classes["data_fraction"] == pick["data_fraction"]) & (classes["measure"] == pick["measure"])
+                 & classes["testable"]]
     if cd.empty:
         return rows + [_row(5, "b", stat_b, _none("seeds", f"no testable class for {name}"))]
     sig = cd[cd["q"] < alpha]
@@ -331,9 +335,31 @@ def _wide_vs_deep(models: pd.DataFrame, example: pd.DataFrame, classes: pd.DataF
     v = HOLDS if len(sig) else INCONCLUSIVE  # no class below q is not shown to be equal
     resolve = "" if len(sig) else _resolve_classes(cd, n_a, n_b, alpha, more, s)
     ev_b = Evidence(float(len(sig)), NAN, NAN, seeds, "seeds", v, resolve)
-    numbers_b = (f"{len(sig)} of {len(cd)} classes at q < {alpha:g}; largest difference class {int(top['label'])}: "
+    numbers_b = (f"{_MEASURE_NAMES[pick['measure']]}: {len(sig)} of {len(cd)} classes at q < {alpha:g}; largest "
+                 f"difference class {int(top['label'])}: "
                  f"{top['mean_a']:.3f} vs {top['mean_b']:.3f} (p {top['p']:.2f}, q {top['q']:.2f})")
     return rows + [_row(5, "b", stat_b, ev_b, numbers_b, dict(zip(cd["label"].astype(str), cd["difference"])))]
+
+
+_MEASURE_NAMES = {"correct": "0/1 correctness", "p_true": "the true class's probability"}
+_EXCESS = ["measure", "n_examples", "between", "baseline", "excess", "p", "ci_low", "ci_high", "min_p"]
+
+
+def _measured(pick: pd.Series, example: pd.DataFrame, s: FindingsSpec) -> tuple[pd.Series, str]:
+    """The pair's row of the measure claim 5 reads: 0/1 correctness, or the true class's probability where the
+    pair's models make a median of under `findings.min_errors` test errors; and a note saying which and why."""
+    errors = float(pick["errors_median"])
+    if errors >= s.min_errors:
+        return pick, f"measure: {_MEASURE_NAMES['correct']}"
+    few = f"a median of {errors:g} test errors per model, under findings.min_errors = {s.min_errors}"
+    other = example[(example["arch_a"] == pick["arch_a"]) & (example["arch_b"] == pick["arch_b"])
+                    & (example["data_fraction"] == pick["data_fraction"]) & (example["measure"] == "p_true")
+                    & example["testable"]]
+    if other.empty:
+        return pick, f"measure: {_MEASURE_NAMES['correct']} ({few}, but no true-class probability was recorded)"
+    pick = pick.copy()
+    pick[_EXCESS] = other.iloc[0][_EXCESS]
+    return pick, f"measure: {_MEASURE_NAMES['p_true']} ({few})"
 
 
 def _resolve_excess(pick: pd.Series, alpha: float, more: int, s: FindingsSpec) -> str:

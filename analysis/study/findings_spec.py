@@ -34,6 +34,10 @@ class FindingsSpec:
     #                            run of alike layers is reported, but the first-PC claims (3, 4, 6) do not use it
     same_sets: float = 0.5  # Jaccard overlap at which two seeds' dominant sets count as the same (half their union)
     similar_accuracy: float = 0.01  # wide and deep models within this test accuracy count as "similar" (claim 5)
+    min_errors: int = 20  # claim 5 compares 0/1 correctness when the pair's models make at least this many test
+    #                       errors each (median); below it, the true class's probability: with 5 errors a model
+    #                       (the demo's) gives 0/1 correctness 5 examples to differ on, and the smallest excess
+    #                       the demo could show was as large as the seed baseline itself. 0: always correctness
     outlier_ratio: float = 3.0  # a trial whose test error is over this many times the median of its
     outlier_gap: float = 0.05   # configuration's other seeds, and this much accuracy below it, did not train
     min_test_acc: float = 0.0  # and so does any trial below this test accuracy (0: no floor)
@@ -49,5 +53,7 @@ class FindingsSpec:
         for name in ("dominant_pc1", "same_sets", "similar_accuracy", "outlier_gap", "min_test_acc"):
             if not 0 <= getattr(self, name) <= 1:
                 _refuse(f"findings.{name}", getattr(self, name), "a number in [0, 1]")
+        if not 0 <= self.min_errors <= 10**9:
+            _refuse("findings.min_errors", self.min_errors, "an integer >= 0 (test errors per model; 0: always 0/1)")
         if not self.outlier_ratio >= 1:
             _refuse("findings.outlier_ratio", self.outlier_ratio, "a number >= 1 (times the median test error)")

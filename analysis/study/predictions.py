@@ -17,10 +17,13 @@ DISAGREEMENT_COLUMNS = ["trial_a", "trial_b", "pair_kind", "n_examples", "agreem
 
 
 def class_accuracy(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy of each trial on each class: columns trial_id, label, n_examples, accuracy."""
-    acc = predictions.groupby(["trial_id", "label"])["correct"].agg(["size", "mean"]).reset_index()
-    return pd.DataFrame({"trial_id": acc["trial_id"], "label": acc["label"], "n_examples": acc["size"],
-                         "accuracy": acc["mean"].astype(float)})
+    """Accuracy of each trial on each class, and its mean true-class probability: columns trial_id,
+    label, n_examples, accuracy, mean_p_true (NaN for trials trained before p_true was recorded)."""
+    p_true = predictions["p_true"] if "p_true" in predictions.columns else float("nan")
+    acc = predictions.assign(correct=predictions["correct"].astype(float), p_true=p_true).groupby(
+        ["trial_id", "label"]).agg(n_examples=("correct", "size"), accuracy=("correct", "mean"),
+                                   mean_p_true=("p_true", "mean")).reset_index()
+    return acc.astype({"accuracy": float, "mean_p_true": float})
 
 
 def pair_disagreement(predictions: pd.DataFrame, pairs: Iterable[tuple[str, str, str]]) -> pd.DataFrame:

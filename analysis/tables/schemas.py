@@ -95,9 +95,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_examples", pa.int32()), ("agreement", pa.float64()), ("both_wrong", pa.float64()),
         ("only_a_wrong", pa.float64()), ("only_b_wrong", pa.float64()),
     ]),
-    # accuracy of each trial on each class of the test set
+    # accuracy of each trial on each class of the test set, and its mean true-class probability there
     "class_accuracy": pa.schema([("trial_id", pa.string()), ("label", pa.int32()),
-                                 ("n_examples", pa.int32()), ("accuracy", pa.float64())]),
+                                 ("n_examples", pa.int32()), ("accuracy", pa.float64()),
+                                 ("mean_p_true", pa.float64())]),
     # ---- the study's analyses (per trial on the pool, or derived from the tables above)
     # block structure of each model, at a few CKA thresholds (analysis/study/blocks.py)
     "blocks": pa.schema([
@@ -151,19 +152,23 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("arch", pa.string()), ("data_fraction", pa.float64()), ("example", pa.int32()), ("label", pa.int32()),
         ("accuracy", pa.float64()), ("n_seeds", pa.int32()),
     ]),
-    # per pair of configurations: per-example disagreement against disjoint seed groups; p from a permutation
-    # test over the seeds, the interval of the excess from a bootstrap over test examples (analysis/study/errors.py)
+    # per pair of configurations and measure (0/1 "correct" or "p_true"): per-example disagreement against
+    # disjoint seed groups; p from a permutation test over the seeds, the interval of the excess from a
+    # bootstrap over test examples; errors_median: a model's test errors, median (analysis/study/errors.py)
     "example_disagreement": pa.schema([
-        ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()),
-        ("seeds_per_group", pa.int32()), ("n_examples", pa.int32()), ("between", pa.float64()),
+        ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()), ("measure", pa.string()),
+        ("seeds_per_group", pa.int32()), ("n_examples", pa.int32()), ("errors_median", pa.float64()),
+        ("between", pa.float64()),
         ("baseline_a", pa.float64()), ("baseline_b", pa.float64()), ("baseline", pa.float64()),
         ("excess", pa.float64()), ("p", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
         ("n_seeds_a", pa.int32()), ("n_seeds_b", pa.int32()), ("min_p", pa.float64()),
         ("testable", pa.bool_()), ("reason", pa.string()),
     ]),
-    # per pair of configurations and class: permutation test over seeds, Benjamini-Hochberg q (analysis/study/errors.py)
+    # per pair of configurations, measure and class: permutation test over seeds, Benjamini-Hochberg q
+    # (analysis/study/errors.py)
     "class_diff": pa.schema([
-        ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()), ("label", pa.int32()),
+        ("arch_a", pa.string()), ("arch_b", pa.string()), ("data_fraction", pa.float64()), ("measure", pa.string()),
+        ("label", pa.int32()),
         ("mean_a", pa.float64()), ("mean_b", pa.float64()), ("difference", pa.float64()),
         ("p", pa.float64()), ("q", pa.float64()), ("min_p", pa.float64()), ("significant", pa.bool_()),
         ("n_a", pa.int32()), ("n_b", pa.int32()), ("testable", pa.bool_()), ("reason", pa.string()),

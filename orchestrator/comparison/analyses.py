@@ -218,18 +218,27 @@ def _pc1_removal(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd
     return out
 
 
+def _measures(frame: pd.DataFrame, column: str) -> list[str]:
+    """The error measures `frame` has for every trial: 0/1 correctness, and the true-class probability
+    unless some trial was trained before it was recorded (analysis/study/errors.py: MEASURES)."""
+    return ["correct", *(["p_true"] if len(frame) and frame[column].notna().all() else [])]
+
+
 def _errors(kind: str):
     def compute(store: SweepStore, plan: Plan, spec: SweepSpec) -> dict[str, pd.DataFrame]:
         trials = _kept_trials(store, plan)[["trial_id", "arch", "data_fraction", "seed"]]
         if kind == "class_diff":
             acc = store.read_table("class_accuracy")
-            return {"all": errors.class_diff(acc[acc["trial_id"].isin(trials["trial_id"])], trials,
-                                             alpha=1 - spec.findings.confidence)}
+            acc = acc[acc["trial_id"].isin(trials["trial_id"])]
+            return {"all": pd.concat([errors.class_diff(acc, trials, alpha=1 - spec.findings.confidence, measure=m)
+                                      for m in _measures(acc, "mean_p_true")], ignore_index=True)}
         preds = store.read_table("predictions")
         preds = preds[preds["trial_id"].isin(trials["trial_id"])]
         if kind == "example_stats":
             return {"all": errors.example_stats(preds, trials)}
-        return {"all": errors.example_disagreement(preds, trials, confidence=spec.findings.confidence)}
+        return {"all": pd.concat([errors.example_disagreement(preds, trials, confidence=spec.findings.confidence,
+                                                              measure=m) for m in _measures(preds, "p_true")],
+                                 ignore_index=True)}
     return compute
 
 
