@@ -35,7 +35,7 @@ _SECTIONS = {"model": "model_", "dataset": "dataset_", "training": ""}
 
 # fields added after sweeps were run: at these defaults they leave trial ids as they were
 # (every model field but the family came with the families past CIFAR)
-_ADDED_LATER = {"training": {"min_steps": 0, "budget": "epochs"},
+_ADDED_LATER = {"training": {"min_steps": 0, "budget": "epochs", "grad_clip": 0.0},
                 "model": {f.name: f.default for f in dataclasses.fields(ModelSpec) if f.name != "family"}}
 
 

@@ -149,6 +149,8 @@ class TrainingSpec:
     budget: str = "epochs"  # what a data fraction keeps of the full data's training: "epochs" (as many passes
     #                         over less data, so 1/f fewer SGD steps) or "steps" (the SGD steps of `epochs`
     #                         passes over the whole training set, at every fraction)
+    grad_clip: float = 0.0  # largest gradient norm of an SGD step (torch.nn.utils.clip_grad_norm_); 0: off. A
+    #                         loss spike in a deep net can take one step so large that the network never recovers
 
     def epochs_for(self, n_train: int, n_full: int) -> tuple[int, float]:
         """(epochs, warm-up epochs) on a subset of n_train of the n_full training examples: `epochs`, or more
@@ -177,6 +179,8 @@ class TrainingSpec:
             _fail("training.min_steps", self.min_steps, "an integer from 0 (off) to 10,000,000")
         if self.budget not in BUDGETS:
             _fail("training.budget", self.budget, " or ".join(BUDGETS))
+        if not 0 <= self.grad_clip <= 1e6:
+            _fail("training.grad_clip", self.grad_clip, "a gradient norm > 0, or 0 (off)")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ BAD_SPECS = [
     ("batch size one", {"training": {"batch_size": 1}}, "'training.batch_size': got 1"),
     ("momentum one", {"training": {"momentum": 1.0}}, "'training.momentum': got 1.0"),
     ("unknown budget", {"training": {"budget": "time"}}, "'training.budget': got 'time', expected epochs or steps"),
+    ("negative grad_clip", {"training": {"grad_clip": -1}}, "'training.grad_clip': got -1.0, expected a gradient norm"),
     ("warm-up longer than training", {"training": {"epochs": 2, "warmup_epochs": 5}},
      "'training.warmup_epochs': got 5.0"),
     ("negative min_errors", {"findings": {"min_errors": -1}}, "'findings.min_errors': got -1, expected an integer >= 0"),

@@ -35,7 +35,7 @@ TRIAL_CONFIG = [
     # the training section, its fields by their own names
     ("epochs", pa.int64()), ("batch_size", pa.int64()), ("lr", pa.float64()), ("momentum", pa.float64()),
     ("weight_decay", pa.float64()), ("warmup_epochs", pa.float64()), ("zero_init_residual", pa.bool_()),
-    ("min_steps", pa.int64()), ("budget", pa.string()),
+    ("min_steps", pa.int64()), ("budget", pa.string()), ("grad_clip", pa.float64()),
 ]
 
 SCHEMAS: dict[str, pa.Schema] = {

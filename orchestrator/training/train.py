@@ -81,6 +81,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim
             loss = F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if trial.training.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), trial.training.grad_clip)
         opt.step()
         sched.step()
         loss_sum += loss.detach() * len(idx)
