@@ -18,18 +18,21 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _per_class_from_the_model(fail_for: str | None = None) -> TrialStage:
-    """A per-trial stage: each class's test accuracy, from the model itself (its own forward pass)."""
+    """A per-trial stage: each class's test accuracy and mean true-class probability, from the model itself
+    (its own forward pass)."""
 
     def compute(model, data, trial, spec, store) -> pd.DataFrame:
         from repsweep.orchestrator.training.train import predict
 
         if trial.trial_id == fail_for:
             raise RuntimeError(f"planted failure for {trial.trial_id}")
-        _, pred, _, _ = predict(model, data.x_test, data.y_test)
-        frame = pd.DataFrame({"label": data.y_test.cpu().numpy(), "correct": pred == data.y_test.cpu().numpy()})
-        acc = frame.groupby("label")["correct"].agg(["size", "mean"]).reset_index()
+        _, pred, _, p_true = predict(model, data.x_test, data.y_test)
+        label = data.y_test.cpu().numpy()
+        frame = pd.DataFrame({"label": label, "correct": pred == label, "p_true": p_true})
+        acc = frame.groupby("label").agg(size=("correct", "size"), mean=("correct", "mean"),
+                                         p_true=("p_true", "mean")).reset_index()
         return pd.DataFrame({"trial_id": trial.trial_id, "label": acc["label"], "n_examples": acc["size"],
-                             "accuracy": acc["mean"]})
+                             "accuracy": acc["mean"], "mean_p_true": acc["p_true"]})
 
     return TrialStage("class_accuracy", compute)
 
